@@ -1,0 +1,61 @@
+"""Atomic output files: written beside their destination under a temporary name, then renamed.
+
+A crash, a Ctrl-C or a full disk leaves the previous file (or nothing) in place, never half a
+file. Every output of the project (videos, checkpoints, datasets' arrays, downloads) goes
+through :func:`atomic_path`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from hygie_w2l.errors import OutputError
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail early, with a fix, when ``path`` cannot be written; returns it as a Path."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{path}: the folder {folder} does not exist. Create it first "
+                          f"(mkdir -p {folder}) or choose another output path.")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder. Give a file name, e.g. {path / 'out.mp4'}.")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{path}: the folder {folder} is not writable. "
+                          "Choose an output folder you can write to.")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputError(f"{path}: the file exists and is read-only. "
+                          "Remove it, make it writable (chmod u+w) or choose another name.")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    The temporary file keeps ``path``'s suffix so that tools choosing a format by extension
+    (ffmpeg, numpy) behave the same. On any error the temporary file is removed.
+    """
+    path = check_writable(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                                    dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if not tmp.exists() or tmp.stat().st_size == 0:
+            raise OutputError(f"{path}: nothing was written; the previous file is kept.")
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OutputError(f"{path}: the disk is full; nothing was overwritten. "
+                              "Free some space and run the command again.") from exc
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,108 @@
+"""The ``hygie-w2l`` command line. Each subcommand parses its flags into a frozen config here,
+at the edge, and calls one function of the pipeline module that owns the work."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hygie_w2l import __version__
+from hygie_w2l.errors import EXIT_USER_ERROR, HygieError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from hygie_w2l.doctor import run_doctor
+
+    return run_doctor(Path(args.checkpoints))
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from hygie_w2l.fixtures import FixtureConfig, truth_path, write_fixture
+
+    config = FixtureConfig(seconds=args.seconds, size_px=args.size, seed=args.seed)
+    truth = write_fixture(args.out, config)
+    print(f"wrote {args.out} ({truth['n_frames']} frames at {truth['fps']} fps) "
+          f"and {truth_path(args.out)}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from hygie_w2l.media import load_audio, probe
+
+    info = probe(args.file)
+    print(f"{info.path}: {info.duration_s:.3f} s")
+    if info.has_video:
+        vfr = "variable" if info.variable_frame_rate else "constant"
+        print(f"  video: {info.video_codec} {info.width}x{info.height}, {info.fps:g} fps "
+              f"({vfr} frame rate), {info.n_frames} frames, rotation {info.rotation_deg} deg")
+    for a in info.audio_streams:
+        print(f"  audio: {a.codec} {a.sample_rate_hz} Hz {a.channels}")
+    if args.audio:
+        import numpy as np
+
+        from hygie_w2l.audio import SAMPLE_RATE_HZ
+
+        wav = load_audio(args.file)
+        rms_db = 20 * np.log10(max(float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))), 1e-9))
+        print(f"  decoded: {wav.size} samples at {SAMPLE_RATE_HZ} Hz mono "
+              f"({wav.size / SAMPLE_RATE_HZ:.3f} s), RMS {rms_db:.1f} dBFS")
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="what ffmpeg sees in a media file (ffprobe-like)")
+    p.add_argument("file", type=Path)
+    p.add_argument("--audio", action="store_true",
+                   help="also decode the audio to 16 kHz mono, as every command does")
+    p.set_defaults(handler=_cmd_info)
+
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check ffmpeg, torch, MediaPipe, FAISS and the weights")
+    p.add_argument("--checkpoints", default="checkpoints", help="folder of the weights")
+    p.set_defaults(handler=_cmd_doctor)
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write the synthetic talking-face clip (tests, demo)")
+    p.add_argument("--out", required=True, type=Path, help="output .mp4")
+    p.add_argument("--seconds", type=float, default=4.0, help="duration (default 4)")
+    p.add_argument("--size", type=int, default=320, help="frame side in pixels (default 320)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of speech and motion")
+    p.set_defaults(handler=_cmd_synth)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hygie-w2l",
+        description="Person-specific Wav2Lip lip-sync. Use only with the consent of the "
+                    "person shown; outputs are tagged as synthetic.")
+    parser.add_argument("--version", action="version", version=f"hygie-w2l {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_doctor, _add_info, _add_synth):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return int(args.handler(args))
+    except HygieError as exc:
+        print(f"hygie-w2l: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("hygie-w2l: interrupted; outputs already written are complete.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""``hygie-w2l doctor``: what this machine has for the main job, and what is missing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    required: bool = True
+
+
+def _check(name: str, probe: Callable[[], str], required: bool = True) -> Check:
+    try:
+        return Check(name, True, probe(), required)
+    except Exception as exc:  # doctor reports every failure instead of stopping at the first
+        return Check(name, False, f"{type(exc).__name__}: {exc}", required)
+
+
+def _ffmpeg() -> str:
+    from hygie_w2l.media import ffmpeg_exe, ffmpeg_version
+
+    return f"{ffmpeg_version()} ({ffmpeg_exe()})"
+
+
+def _torch() -> str:
+    import torch
+
+    device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and torch.backends.mps.is_available():
+        device = "mps"
+    return f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads"
+
+
+def _mediapipe() -> str:
+    import mediapipe as mp
+    import numpy as np
+
+    from hygie_w2l.face_tracker import FaceMeshDetector
+
+    with FaceMeshDetector(video=False) as detector:  # loads the bundled face models
+        detector.detect(np.zeros((64, 64, 3), np.uint8))
+    return f"mediapipe {mp.__version__}, FaceMesh models load"
+
+
+def _opencv() -> str:
+    import cv2
+
+    missing = [f for f in ("seamlessClone", "remap", "VideoCapture") if not hasattr(cv2, f)]
+    if missing:
+        raise RuntimeError(f"cv2 lacks {missing}")
+    return f"opencv {cv2.__version__} ({Path(cv2.__file__).parent})"
+
+
+def _faiss() -> str:
+    import faiss
+
+    return f"faiss {faiss.__version__}"
+
+
+def _weights(folder: Path) -> str:
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        return f"no manifest at {manifest}"
+    entries = json.loads(manifest.read_text())["files"]
+    present = [e["name"] for e in entries if (folder / e["name"]).exists()]
+    absent = [e["name"] for e in entries if e["name"] not in present]
+    text = f"present: {', '.join(present) or 'none'}"
+    if absent:
+        text += f"; absent (optional, `make download-weights`): {', '.join(absent)}"
+    return text
+
+
+def run_doctor(checkpoints: Path) -> int:
+    """Print one line per check; 1 when something the main job needs is missing."""
+    checks = [
+        _check("ffmpeg", _ffmpeg),
+        _check("torch", _torch),
+        _check("opencv", _opencv),
+        _check("mediapipe", _mediapipe),
+        _check("faiss", _faiss),
+        _check("weights", lambda: _weights(checkpoints), required=False),
+    ]
+    for c in checks:
+        mark = "ok " if c.ok else ("MISSING" if c.required else "absent")
+        print(f"{mark:8s}{c.name:10s}{c.detail}")
+    missing = [c.name for c in checks if c.required and not c.ok]
+    if missing:
+        print(f"\nmissing for the main job: {', '.join(missing)}. Run `make install`.")
+        return 1
+    print("\nall required components are present.")
+    return 0

@@ -1,0 +1,91 @@
+"""Lip topology of the MediaPipe face mesh and measures taken on landmark sets.
+
+The lip indices come from MediaPipe's own ``FACEMESH_LIPS`` connections, never from a
+hand-written list: its edges form two closed rings (outer and inner lip contour), found here
+as the graph's connected components and ordered by walking each ring.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from hygie_w2l.types import Landmarks
+
+
+@functools.cache
+def lip_rings() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The two lip contours as ordered index cycles: (ring_a, ring_b), not yet outer/inner."""
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+
+    neighbours: dict[int, list[int]] = {}
+    for a, b in FACEMESH_LIPS:
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    rings: list[tuple[int, ...]] = []
+    seen: set[int] = set()
+    for start in sorted(neighbours):
+        if start in seen:
+            continue
+        ring, prev, cur = [start], -1, start
+        while True:
+            nxt = next(n for n in neighbours[cur] if n != prev)
+            if nxt == start:
+                break
+            ring.append(nxt)
+            prev, cur = cur, nxt
+        seen.update(ring)
+        rings.append(tuple(ring))
+    if len(rings) != 2:
+        raise RuntimeError(f"FACEMESH_LIPS should form 2 rings, found {len(rings)}")
+    return rings[0], rings[1]
+
+
+def lip_indices() -> tuple[int, ...]:
+    """All lip landmark indices (both rings), sorted."""
+    a, b = lip_rings()
+    return tuple(sorted(a + b))
+
+
+def polygon_area(points: np.ndarray) -> float:
+    x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def outer_inner_rings(landmarks: Landmarks) -> tuple[np.ndarray, np.ndarray]:
+    """(outer, inner) lip contours of one face: (20, 2) each; the inner one encloses less."""
+    a, b = lip_rings()
+    pa, pb = landmarks[list(a)], landmarks[list(b)]
+    return (pa, pb) if polygon_area(pa) >= polygon_area(pb) else (pb, pa)
+
+
+def mouth_axes(outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre, unit horizontal axis (corner to corner) and unit vertical axis of a mouth."""
+    centre = outer.mean(axis=0)
+    d = outer[:, None, :] - outer[None, :, :]
+    i, j = np.unravel_index(np.argmax((d ** 2).sum(-1)), d.shape[:2])
+    left, right = (outer[i], outer[j]) if outer[i, 0] <= outer[j, 0] else (outer[j], outer[i])
+    u = (right - left) / max(float(np.linalg.norm(right - left)), 1e-6)
+    v = np.array([-u[1], u[0]])  # points down the image when the face is upright
+    return centre, u, v
+
+
+def mouth_width(landmarks: Landmarks) -> float:
+    """Corner-to-corner width of the outer lip contour, in pixels."""
+    outer, _ = outer_inner_rings(landmarks)
+    _, u, _ = mouth_axes(outer)
+    proj = outer @ u
+    return float(proj.max() - proj.min())
+
+
+def mouth_opening(landmarks: Landmarks) -> float:
+    """Inner-lip height divided by mouth width: 0 for closed lips, about 0.5 wide open.
+
+    Measured along the mouth's own axes, so head roll, position and scale do not change it.
+    """
+    outer, inner = outer_inner_rings(landmarks)
+    _, u, v = mouth_axes(outer)
+    height = float((inner @ v).max() - (inner @ v).min())
+    width = float((outer @ u).max() - (outer @ u).min())
+    return height / max(width, 1e-6)

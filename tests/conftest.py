@@ -1,0 +1,47 @@
+"""Shared fixtures: the real clips of $HYGIE_TEST_DATA (skipped when unset) and one
+synthetic talking-face clip generated once per session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS_DATA = Path(__file__).parent / "data"
+
+
+def real_data_dir() -> Path | None:
+    value = os.environ.get("HYGIE_TEST_DATA")
+    return Path(value) if value and Path(value).is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    folder = real_data_dir()
+    if folder is None:
+        pytest.skip("real footage: set HYGIE_TEST_DATA to the folder of shared/data")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synth_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A 4-second synthetic clip (320 px, 25 fps) and its ground truth."""
+    from hygie_w2l.fixtures import FixtureConfig, write_fixture
+
+    out = tmp_path_factory.mktemp("synth") / "synth.mp4"
+    truth = write_fixture(out, FixtureConfig(seconds=4.0, seed=0))
+    return out, truth
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real console entry point in a subprocess (exit code and stderr as a user sees)."""
+    return subprocess.run([sys.executable, "-m", "hygie_w2l.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def load_truth(path: Path) -> dict:
+    return json.loads(path.read_text())

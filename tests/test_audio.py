@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from hygie_w2l import audio
+from tests.conftest import TESTS_DATA
+
+
+def test_mel_matches_the_official_reference() -> None:
+    ref = np.load(TESTS_DATA / "wav2lip_mel_reference.npz")
+    mel = audio.melspectrogram(ref["wav"])
+    assert mel.shape == ref["mel"].shape
+    assert mel.dtype == np.float32
+    np.testing.assert_allclose(mel, ref["mel"], atol=1e-4)
+
+
+def test_mel_frame_rate_is_80_per_second() -> None:
+    wav = np.zeros(audio.SAMPLE_RATE_HZ * 3, np.float32)
+    assert audio.melspectrogram(wav).shape == (80, 1 + 3 * 80)
+    assert audio.MEL_FRAMES_PER_S == 80
+
+
+def test_silence_maps_to_the_floor() -> None:
+    mel = audio.melspectrogram(np.zeros(8000, np.float32))
+    assert np.all(mel == -audio.MAX_ABS_VALUE)
+
+
+@pytest.mark.parametrize("fps", [25.0, 30.0, 24.0])
+def test_train_windows_are_centred_on_the_frame(fps: float) -> None:
+    n = audio.SAMPLE_RATE_HZ * 2
+    mel = np.tile(np.arange(1 + n // audio.HOP_LENGTH, dtype=np.float32), (80, 1))
+    i = 20
+    win = audio.mel_window(mel, i, fps, "train")
+    assert win.shape == (80, 16)
+    start = int(80 * (i - 2) / fps)
+    assert win[0, 0] == start and win[0, -1] == start + 15
+    centre_s = (win[0, 0] + 8) / 80
+    assert abs(centre_s - (i + 0.5) / fps) < 1.5 / fps  # within the frame's neighbourhood
+
+
+def test_inference_alignment_starts_at_the_frame_and_clamps_at_the_end() -> None:
+    mel = np.tile(np.arange(100, dtype=np.float32), (80, 1))
+    assert audio.mel_window(mel, 5, 25, "inference")[0, 0] == int(5 * 80 / 25)
+    last = audio.mel_window(mel, 1000, 25, "inference")
+    assert last[0, 0] == 100 - 16 and last[0, -1] == 99
+
+
+def test_edge_windows_repeat_the_edge_frames() -> None:
+    mel = np.tile(np.arange(50, dtype=np.float32), (80, 1))
+    first = audio.mel_window(mel, 0, 25, "train")
+    assert first[0, 0] == 0 and first[0, 6] == 0 and first[0, 7] == 1  # starts 6 mel frames before 0
+    assert not audio.window_is_complete(mel, 0)
+    assert audio.window_is_complete(mel, 5)
+
+
+def test_every_frame_of_the_audio_gets_a_window() -> None:
+    n_samples = int(3.3 * audio.SAMPLE_RATE_HZ)
+    n_frames = audio.n_video_frames(n_samples, 25)
+    assert n_frames == 83  # 3.3 s -> 82.5 frames -> 83, the last one partial
+    mel = audio.melspectrogram(np.random.default_rng(0).standard_normal(n_samples)
+                               .astype(np.float32) * 0.1)
+    assert audio.mel_windows(mel, n_frames).shape == (83, 80, 16)
+
+
+def test_frame_rms_follows_the_signal() -> None:
+    wav = np.zeros(audio.SAMPLE_RATE_HZ, np.float32)
+    wav[8000:] = 0.5
+    rms = audio.frame_rms(wav, 25, 25)
+    assert rms[:12].max() == 0 and np.allclose(rms[13:], 0.5)
