@@ -61,6 +61,47 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_info)
 
 
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from hygie_w2l import weights
+
+    specs = weights.load_manifest(args.manifest)
+    dest = Path(args.dest) if args.dest else Path(args.manifest).parent
+    if args.action in ("download", "verify") and args.names:
+        unknown = sorted(set(args.names) - {s.name for s in specs})
+        if unknown:
+            raise weights.WeightsError(f"unknown weight file(s) {unknown}; known: "
+                                       f"{', '.join(s.name for s in specs)}")
+        specs = [s for s in specs if s.name in args.names]
+    if args.action == "download":
+        weights.download(specs, dest, args.accept_license, args.timeout)
+        return 0
+    if args.action == "import":
+        weights.import_folder(Path(args.folder), specs, dest)
+        return 0
+    rows = weights.status_table(specs, dest, check_hash=args.action == "verify")
+    print("\n".join(rows))
+    return 1 if any("BAD" in r for r in rows) else 0
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="download, import, verify or list the official weights")
+    p.add_argument("--manifest", default="checkpoints/manifest.json")
+    p.add_argument("--dest", default=None, help="folder of the weights (default: the "
+                   "manifest's folder)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    d = actions.add_parser("download", help="fetch, resume and verify (size + SHA-256)")
+    d.add_argument("names", nargs="*", help="only these files (default: all)")
+    d.add_argument("--accept-license", action="store_true",
+                   help="accept the weights' non-commercial terms (asked once)")
+    d.add_argument("--timeout", type=float, default=20.0, help="seconds per network read")
+    i = actions.add_parser("import", help="verify and copy files downloaded by hand")
+    i.add_argument("folder")
+    v = actions.add_parser("verify", help="recheck size and SHA-256 of the files present")
+    v.add_argument("names", nargs="*")
+    actions.add_parser("list", help="what the manifest holds and what is present")
+    p.set_defaults(handler=_cmd_weights)
+
+
 def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check ffmpeg, torch, MediaPipe, FAISS and the weights")
     p.add_argument("--checkpoints", default="checkpoints", help="folder of the weights")
@@ -83,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "person shown; outputs are tagged as synthetic.")
     parser.add_argument("--version", action="version", version=f"hygie-w2l {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_doctor, _add_info, _add_synth):
+    for add in (_add_doctor, _add_info, _add_synth, _add_weights):
         add(sub)
     return parser
 

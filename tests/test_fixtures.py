@@ -73,6 +73,7 @@ def test_render_frame_opens_the_mouth(opening: float) -> None:
     else:
         ys, xs = np.nonzero(diff > 40)
         assert ys.size > 100
-        # the change sits in the lower face, around the mouth and jaw, not in eyes or hair
+        # the change sits around the mouth (photo (223, 149) -> frame (126, 152)), not in the
+        # eyes or the hair
         assert ys.min() > 256 * 0.45
-        assert np.percentile(xs, 2) > 256 * 0.3 and np.percentile(xs, 98) < 256 * 0.7
+        assert abs(xs.mean() - 126) < 15 and 145 < ys.mean() < 195  # the jaw drops too

@@ -21,12 +21,14 @@ def test_exactly_one_opencv_distribution_is_installed() -> None:
 
 
 def test_cv2_has_the_functions_we_use() -> None:
-    src = np.full((64, 64, 3), 120, np.uint8)
+    src = np.zeros((64, 64, 3), np.uint8)
+    cv2.circle(src, (32, 32), 8, (220, 220, 220), -1)  # a blob: Poisson keeps its edges
     dst = np.full((128, 128, 3), 30, np.uint8)
     mask = np.zeros((64, 64), np.uint8)
     mask[16:48, 16:48] = 255
     out = cv2.seamlessClone(src, dst, mask, (64, 64), cv2.NORMAL_CLONE)
-    assert out.shape == dst.shape and out[64, 64].mean() > 60
+    assert out.shape == dst.shape and out[64, 64].mean() > 120  # the blob came in
+    assert (out[:20] == 30).all()  # far from the mask nothing changes
     tri = cv2.Subdiv2D((0, 0, 64, 64))
     tri.insert([(10.0, 10.0), (50.0, 12.0), (30.0, 50.0)])
     assert len(tri.getTriangleList()) >= 1
