@@ -102,6 +102,36 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_weights)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from hygie_w2l.export import GENERATOR_ARCHS, export_generator
+    from hygie_w2l.models.checkpoint import build_model, load_checkpoint
+
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint, expect=GENERATOR_ARCHS)
+        model, arch = ckpt.model, ckpt.arch
+    else:
+        arch = args.arch.replace("-", "_")
+        config = {"size_px": args.size} if arch == "film_unet" else None
+        model = build_model(arch, config)
+        print(f"no --checkpoint: exporting a freshly initialised {arch} (for benchmarks)")
+    report = export_generator(model, arch, args.out, int8=args.int8)
+    print(f"wrote {report.path} (max relative error vs PyTorch {report.relative_error:.1e})")
+    if report.int8_path:
+        print(f"wrote {report.int8_path} (INT8, relative error {report.int8_relative_error:.1e})")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-onnx", help="export a generator to ONNX (dynamic batch)")
+    p.add_argument("--checkpoint", help="checkpoint file or run folder")
+    p.add_argument("--arch", choices=["wav2lip", "film-unet"], default="wav2lip",
+                   help="without --checkpoint: export a fresh model of this architecture")
+    p.add_argument("--size", type=int, default=128, help="film-unet crop size (fresh model)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--int8", action="store_true", help="also write a dynamic INT8 model")
+    p.set_defaults(handler=_cmd_export)
+
+
 def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check ffmpeg, torch, MediaPipe, FAISS and the weights")
     p.add_argument("--checkpoints", default="checkpoints", help="folder of the weights")
@@ -124,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "person shown; outputs are tagged as synthetic.")
     parser.add_argument("--version", action="version", version=f"hygie-w2l {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_doctor, _add_info, _add_synth, _add_weights):
+    for add in (_add_doctor, _add_info, _add_synth, _add_weights, _add_export):
         add(sub)
     return parser
 

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Generator throughput on this machine: PyTorch vs ONNX Runtime fp32 vs INT8, batch 1 and 16,
+plus FLOPs per frame of each architecture. Prints a markdown table and writes JSON.
+
+    .venv/bin/python scripts/bench_generator.py [--out bench_out/generator.json] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from hygie_w2l.export import example_inputs, export_generator, quantize_int8
+from hygie_w2l.models.checkpoint import build_model
+
+
+def frames_per_s(step, batch: int, seconds: float) -> float:  # type: ignore[no-untyped-def]
+    step()  # warm-up
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        n += batch
+    return n / (time.perf_counter() - start)
+
+
+def flops_per_frame(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(*inputs)
+    return counter.get_total_flops() / inputs[0].shape[0]
+
+
+def bench_arch(arch: str, seconds: float, tmp: Path) -> list[dict]:
+    import onnxruntime as ort
+
+    model = build_model(arch, {"size_px": 128} if arch == "film_unet" else None).eval()
+    fp32 = tmp / f"{arch}.onnx"
+    export_generator(model, arch, fp32)
+    int8 = quantize_int8(fp32, tmp / f"{arch}.int8.onnx")
+    rows = []
+    for batch in (1, 16):
+        inputs = example_inputs(arch, model, batch)
+        with torch.no_grad():
+            torch_fps = frames_per_s(lambda: model(*inputs), batch, seconds)
+        engines = {"torch fp32": torch_fps}
+        for name, path in (("onnx fp32", fp32), ("onnx int8", int8)):
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            feeds = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
+            engines[name] = frames_per_s(lambda: sess.run(None, feeds), batch, seconds)
+        for engine, fps in engines.items():
+            rows.append({"arch": arch, "batch": batch, "engine": engine, "frames_per_s": fps})
+    gflops = flops_per_frame(model, example_inputs(arch, model, 1)) / 1e9
+    for row in rows:
+        row["gflops_per_frame"] = gflops
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench_out/generator.json"))
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [r for arch in ("wav2lip", "film_unet")
+                for r in bench_arch(arch, args.seconds, Path(tmp))]
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    print(f"generator throughput on {machine}, torch {torch.__version__}")
+    print("| arch | GFLOPs/frame | batch | engine | frames/s |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['arch']} | {r['gflops_per_frame']:.2f} | {r['batch']} | {r['engine']} | "
+              f"{r['frames_per_s']:.1f} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
