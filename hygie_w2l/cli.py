@@ -132,6 +132,53 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_export)
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from hygie_w2l.probe import probe_video
+
+    report = probe_video(args.video, args.out, config=_tracker_config(args))
+    print(report.text())
+    print(f"contact sheet: {args.out}")
+    return 0
+
+
+def _tracker_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from hygie_w2l.face_tracker import TrackerConfig
+
+    return TrackerConfig(backend=args.backend)
+
+
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="is this video good for training? (contact sheet + stats)")
+    p.add_argument("video", type=Path)
+    p.add_argument("--out", type=Path, default=Path("probe.png"), help="contact sheet image")
+    p.add_argument("--backend", choices=["mediapipe", "face-alignment"], default="mediapipe")
+    p.set_defaults(handler=_cmd_probe)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from hygie_w2l.prepare import PrepareConfig, prepare
+
+    config = PrepareConfig(mouth_size_px=args.mouth_size, val_fraction=args.val_fraction,
+                           tracker=_tracker_config(args))
+    summary = prepare(args.video, args.out, audio=args.audio, config=config)
+    if summary.skipped:
+        print(f"{args.out}: already prepared from this source and config; nothing to do")
+    print(summary.text())
+    return 0
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="turn a person's video into a training dataset")
+    p.add_argument("video", type=Path)
+    p.add_argument("--audio", type=Path, help="the speech, when not in the video itself")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder")
+    p.add_argument("--mouth-size", type=int, default=128, choices=[96, 128, 192, 256],
+                   help="side of the FiLM U-Net mouth crop in pixels")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--backend", choices=["mediapipe", "face-alignment"], default="mediapipe")
+    p.set_defaults(handler=_cmd_prepare)
+
+
 def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check ffmpeg, torch, MediaPipe, FAISS and the weights")
     p.add_argument("--checkpoints", default="checkpoints", help="folder of the weights")
@@ -154,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "person shown; outputs are tagged as synthetic.")
     parser.add_argument("--version", action="version", version=f"hygie-w2l {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_doctor, _add_info, _add_synth, _add_weights, _add_export):
+    for add in (_add_doctor, _add_info, _add_synth, _add_weights, _add_export, _add_probe,
+                _add_prepare):
         add(sub)
     return parser
 

@@ -8,7 +8,8 @@ EXIT_USER_ERROR = 2
 
 
 class HygieError(Exception):
-    """An error the user can fix: the message says what is wrong, with which file, and what to do."""
+    """An error the user can fix: the message says what is wrong, with which file and
+    what to do."""
 
 
 class InputFileError(HygieError):

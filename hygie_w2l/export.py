@@ -40,7 +40,7 @@ def example_inputs(arch: str, model: nn.Module, batch: int = 1) -> tuple[torch.T
     mel = torch.randn(batch, 1, N_MELS, MEL_WINDOW_FRAMES)
     if arch == "wav2lip":
         return mel, torch.rand(batch, 6, 96, 96)
-    size = model.config.size_px  # type: ignore[union-attr]
+    size = int(model.config.size_px)
     return mel, torch.rand(batch, 4, size, size)
 
 
@@ -59,7 +59,7 @@ def run_onnx(path: Path, inputs: tuple[torch.Tensor, ...], threads: int = 0) -> 
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)}
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)}
     return session.run(None, feeds)[0]
 
 

@@ -154,7 +154,7 @@ def render_frame(base: np.ndarray, opening: float, blink: float, head_dx: float,
     x1, y1, x2, y2 = FACE_CROP_PX
     scale = size_px / (x2 - x1)
     centre = ((x1 + x2) / 2, (y1 + y2) / 2)
-    m = cv2.getRotationMatrix2D(centre, head_deg, scale)
+    m = np.asarray(cv2.getRotationMatrix2D(centre, head_deg, scale), np.float64)
     m[:, 2] += (size_px / 2 - centre[0] + head_dx, size_px / 2 - centre[1] + head_dy)
     return cv2.warpAffine(warped, m, (size_px, size_px), flags=cv2.INTER_AREA,
                           borderMode=cv2.BORDER_REFLECT)

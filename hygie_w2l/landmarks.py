@@ -53,8 +53,18 @@ def polygon_area(points: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+IBUG_OUTER_LIPS = tuple(range(48, 60))  # the 68-point (iBUG) layout of face-alignment
+IBUG_INNER_LIPS = tuple(range(60, 68))
+
+
 def outer_inner_rings(landmarks: Landmarks) -> tuple[np.ndarray, np.ndarray]:
-    """(outer, inner) lip contours of one face: (20, 2) each; the inner one encloses less."""
+    """(outer, inner) lip contours of one face, (K, 2); the inner one encloses less.
+
+    Works on MediaPipe's 478 (or 468) points and on face-alignment's 68.
+    """
+    landmarks = landmarks[:, :2]
+    if len(landmarks) == 68:
+        return landmarks[list(IBUG_OUTER_LIPS)], landmarks[list(IBUG_INNER_LIPS)]
     a, b = lip_rings()
     pa, pb = landmarks[list(a)], landmarks[list(b)]
     return (pa, pb) if polygon_area(pa) >= polygon_area(pb) else (pb, pa)

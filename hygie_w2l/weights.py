@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import json
 import os
-import http.client
 import shutil
 import tempfile
 import urllib.request

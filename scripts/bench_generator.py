@@ -49,12 +49,12 @@ def bench_arch(arch: str, seconds: float, tmp: Path) -> list[dict]:
     for batch in (1, 16):
         inputs = example_inputs(arch, model, batch)
         with torch.no_grad():
-            torch_fps = frames_per_s(lambda: model(*inputs), batch, seconds)
+            torch_fps = frames_per_s(lambda x=inputs: model(*x), batch, seconds)
         engines = {"torch fp32": torch_fps}
         for name, path in (("onnx fp32", fp32), ("onnx int8", int8)):
             sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            feeds = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)}
-            engines[name] = frames_per_s(lambda: sess.run(None, feeds), batch, seconds)
+            feeds = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs, strict=True)}
+            engines[name] = frames_per_s(lambda s=sess, f=feeds: s.run(None, f), batch, seconds)
         for engine, fps in engines.items():
             rows.append({"arch": arch, "batch": batch, "engine": engine, "frames_per_s": fps})
     gflops = flops_per_frame(model, example_inputs(arch, model, 1)) / 1e9

@@ -45,3 +45,21 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 
 def load_truth(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def make_variant(src: Path, out: Path, edit, size: tuple[int, int] | None = None) -> Path:
+    """Re-encode ``src`` frame by frame through ``edit(frame, index) -> frame``, keeping its
+    audio: the way tests make videos with missing faces, two faces or another size."""
+    import tempfile
+
+    from hygie_w2l import media
+
+    info = media.probe(src)
+    w, h = size or (info.width, info.height)
+    with tempfile.TemporaryDirectory() as tmp:
+        video = Path(tmp) / "v.mp4"
+        with media.VideoWriter(video, w, h, 25) as writer:
+            for i, frame in enumerate(media.read_frames(src, fps=25, info=info)):
+                writer.write(edit(frame, i))
+        media.mux(video, src, out)
+    return out

@@ -47,7 +47,8 @@ def test_inference_alignment_starts_at_the_frame_and_clamps_at_the_end() -> None
 def test_edge_windows_repeat_the_edge_frames() -> None:
     mel = np.tile(np.arange(50, dtype=np.float32), (80, 1))
     first = audio.mel_window(mel, 0, 25, "train")
-    assert first[0, 0] == 0 and first[0, 6] == 0 and first[0, 7] == 1  # starts 6 mel frames before 0
+    # the window starts 6 mel frames before 0: the first 7 columns repeat frame 0
+    assert first[0, 0] == 0 and first[0, 6] == 0 and first[0, 7] == 1
     assert not audio.window_is_complete(mel, 0)
     assert audio.window_is_complete(mel, 5)
 

@@ -92,7 +92,7 @@ def test_writer_and_reader_round_trip(tmp_path: Path) -> None:
     assert (info.width, info.height, info.n_frames, info.fps) == (64, 48, 10, 25)
     back = list(media.read_frames(out))
     assert len(back) == 10
-    assert all(abs(float(b.mean()) - float(f.mean())) < 3 for b, f in zip(back, frames))
+    assert all(abs(float(b.mean()) - float(f.mean())) < 3 for b, f in zip(back, frames, strict=True))
 
 
 def test_reader_resamples_to_the_requested_rate(tmp_path: Path) -> None:

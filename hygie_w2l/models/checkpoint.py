@@ -58,7 +58,9 @@ def build_model(arch: str, config: Mapping[str, Any] | None = None) -> nn.Module
 
 def model_config(model: nn.Module) -> dict[str, Any]:
     config = getattr(model, "config", None)
-    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    return {}
 
 
 @dataclasses.dataclass

@@ -84,7 +84,7 @@ class FilmUNet(nn.Module):
             for i in reversed(range(len(ch) - 1)))
         self.head = nn.Conv2d(ch[0], 3, 1)
         nn.init.zeros_(self.head.weight)  # start as the identity on the visible pixels
-        nn.init.zeros_(self.head.bias)
+        nn.init.zeros_(self.head.bias)  # type: ignore[arg-type]
 
     def forward(self, mel: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
         audio = self.audio(mel)

@@ -13,7 +13,7 @@ from hygie_w2l.models.checkpoint import (
     save_checkpoint,
     save_official_layout,
 )
-from hygie_w2l.models.film_unet import FilmUNetConfig, FilmUNet
+from hygie_w2l.models.film_unet import FilmUNet, FilmUNetConfig
 
 
 def test_official_layout_loads_strictly_and_round_trips(tmp_path: Path) -> None:
@@ -27,7 +27,8 @@ def test_official_layout_loads_strictly_and_round_trips(tmp_path: Path) -> None:
     assert set(raw) == {"state_dict", "optimizer", "global_step", "global_epoch"}
     ckpt = load_checkpoint(path)
     assert ckpt.arch == "syncnet_color" and ckpt.official and ckpt.step == 1234
-    for (k, a), (_, b) in zip(model.state_dict().items(), ckpt.model.state_dict().items()):
+    for (k, a), (_, b) in zip(model.state_dict().items(), ckpt.model.state_dict().items(),
+                                  strict=True):
         assert torch.equal(a, b), k
 
 

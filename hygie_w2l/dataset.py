@@ -1,0 +1,170 @@
+"""Training samples from a prepared dataset, in the official tensor layouts.
+
+* :class:`SyncDataset` (expert): 5 consecutive lower-half faces with in-sync or off-sync
+  audio. faces (15, 48, 96) float32 in [0, 1] (5 BGR frames stacked on channels, frame
+  major, as the official code), mel (1, 80, 16), label (1,) 1.0 in sync / 0.0 off.
+* :class:`GeneratorDataset` (Wav2Lip): x (6, 5, 96, 96) = [masked window | reference window],
+  indiv_mels (5, 1, 80, 16), mel (1, 80, 16) (the sync window), y (3, 5, 96, 96) real,
+  mouth (1, 5, 96, 96) mouth mask in [0, 1] for the weighted L1.
+* :class:`MouthCropDataset` (FiLM U-Net): two true neighbours t, t+1 of the same clip for the
+  temporal loss: crop (2, 4, S, S) masked RGB + mask, mel (2, 1, 80, 16), real (2, 3, S, S),
+  mask (2, 1, S, S).
+
+Images stay BGR like the official release (it trained on cv2 images). Samples are drawn only
+where split.valid_starts allows: no sample reads across the train/validation guard.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hygie_w2l.audio import SYNC_T, mel_window
+from hygie_w2l.errors import HygieError
+from hygie_w2l.geometry import lower_half_mask, mouth_mask
+from hygie_w2l.prepare import DATASET_FORMAT_VERSION
+from hygie_w2l.split import Split, valid_starts
+from hygie_w2l.storage import ChunkedArray
+
+MAX_CONSECUTIVE_FAILURES = 20
+
+
+class DatasetVersionError(HygieError):
+    pass
+
+
+class PreparedDataset:
+    """A dataset folder written by ``hygie-w2l prepare``, memory-mapped."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        if not meta_path.is_file():
+            raise HygieError(f"{self.root}: not a prepared dataset (no meta.json). Run "
+                             f"`hygie-w2l prepare VIDEO --out {self.root}` first.")
+        self.meta = json.loads(meta_path.read_text())
+        version = self.meta.get("format_version")
+        if version != DATASET_FORMAT_VERSION:
+            raise DatasetVersionError(
+                f"{self.root}: dataset format {version}, this hygie-w2l reads format "
+                f"{DATASET_FORMAT_VERSION}. Prepare it again with this version.")
+        if not all(self.meta.get("stages", {}).get(s) for s in ("audio", "track", "crops",
+                                                                 "split")):
+            raise HygieError(f"{self.root}: preparation did not finish. Run prepare again "
+                             "(it resumes).")
+        self.fps = float(self.meta["fps"])
+        self.mel = np.load(self.root / "mel.npy")
+        self.landmarks = np.load(self.root / "landmarks.npy", mmap_mode="r")
+        self.status = np.load(self.root / "status.npy")
+        self.transforms = dict(np.load(self.root / "transforms.npz"))
+        split = json.loads((self.root / "split.json").read_text())
+        self.split = Split(tuple(split["train"]), tuple(split["val"]), split["guard_frames"])
+        self._arrays: dict[str, ChunkedArray] = {}
+        self.n_frames = len(self.status)
+        self.usable = self.status != 3  # STATUS_MISSING
+        self.skipped_samples = 0
+
+    def array(self, name: str) -> ChunkedArray:
+        if name not in self._arrays:
+            self._arrays[name] = ChunkedArray(self.root / name)
+        return self._arrays[name]
+
+    def starts(self, split: str) -> np.ndarray:
+        return valid_starts(self.split.segment(split), self.usable)
+
+    def mels(self, first: int, n: int) -> np.ndarray:
+        """Per-frame (train-aligned) windows of frames first..first+n-1: (n, 1, 80, 16)."""
+        return np.stack([mel_window(self.mel, i, self.fps)[None] for i in range(first, first + n)])
+
+    def sync_mel(self, first: int) -> np.ndarray:
+        """The 0.2 s of audio under frames first..first+4 (the expert's window): (1, 80, 16)."""
+        return mel_window(self.mel, first + 2, self.fps)[None]
+
+    def face_mouth_mask(self, i: int, size_px: int = 96) -> np.ndarray:
+        return mouth_mask(np.asarray(self.landmarks[i]), self.transforms["face"][i],
+                          (size_px, size_px))
+
+
+class _Sampler(Dataset):
+    """Shared: a seeded random generator per item, bounded retries on unreadable samples."""
+
+    def __init__(self, data: PreparedDataset, split: str, length: int | None = None,
+                 seed: int = 0) -> None:
+        self.data, self.split, self.seed = data, split, seed
+        self.starts = data.starts(split)
+        if len(self.starts) < 2:
+            raise HygieError(f"{data.root}: the {split} split has {len(self.starts)} usable "
+                             "samples; give a longer video with the face visible.")
+        self.length = length or len(self.starts)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        rng = np.random.default_rng((self.seed, index))
+        for _ in range(MAX_CONSECUTIVE_FAILURES):
+            start = int(self.starts[rng.integers(len(self.starts))])
+            try:
+                return self.sample(start, rng)
+            except (OSError, ValueError) as exc:  # an unreadable chunk: count, try another
+                self.data.skipped_samples += 1
+                last = exc
+        raise HygieError(f"{self.data.root}: {MAX_CONSECUTIVE_FAILURES} samples in a row could "
+                         f"not be read ({last}); the dataset is damaged, prepare it again.")
+
+    def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def far_start(self, start: int, rng: np.random.Generator) -> int:
+        """Another sample start of the split, at least a sync window away from ``start``."""
+        far = self.starts[np.abs(self.starts - start) >= 2 * SYNC_T]
+        return int(far[rng.integers(len(far))]) if len(far) else int(self.starts[0])
+
+
+def _window(arr: ChunkedArray, start: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (3, T, H, W) float32 in [0, 1]."""
+    return (arr.take(range(start, start + SYNC_T)).astype(np.float32) / 255.0).transpose(
+        3, 0, 1, 2)
+
+
+class SyncDataset(_Sampler):
+    def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        in_sync = bool(rng.integers(2))
+        audio_start = start if in_sync else self.far_start(start, rng)
+        frames = self.data.array("face").take(range(start, start + SYNC_T))  # (5, 96, 96, 3)
+        faces = np.concatenate(list(frames), axis=2).transpose(2, 0, 1) / 255.0  # (15, 96, 96)
+        faces = faces[:, faces.shape[1] // 2:]
+        return (torch.from_numpy(faces.astype(np.float32)),
+                torch.from_numpy(self.data.sync_mel(audio_start)),
+                torch.tensor([float(in_sync)]))
+
+
+class GeneratorDataset(_Sampler):
+    def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        faces = self.data.array("face")
+        real = _window(faces, start)
+        reference = _window(faces, self.far_start(start, rng))
+        masked = real * (1.0 - lower_half_mask(real.shape[-1]))
+        mouth = np.stack([self.data.face_mouth_mask(i, real.shape[-1])
+                          for i in range(start, start + SYNC_T)])[None]
+        return (torch.from_numpy(np.concatenate([masked, reference]).astype(np.float32)),
+                torch.from_numpy(self.data.mels(start, SYNC_T)),
+                torch.from_numpy(self.data.sync_mel(start)),
+                torch.from_numpy(real.astype(np.float32)),
+                torch.from_numpy(mouth.astype(np.float32)))
+
+
+class MouthCropDataset(_Sampler):
+    def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        t = start + int(rng.integers(SYNC_T - 1))  # t and t+1 both inside the sample
+        crops = self.data.array("mouth").take([t, t + 1]).astype(np.float32) / 255.0
+        masks = self.data.array("mouth_mask").take([t, t + 1]).astype(np.float32) / 255.0
+        real = crops.transpose(0, 3, 1, 2)  # (2, 3, S, S)
+        mask = masks[:, None]  # (2, 1, S, S)
+        masked = np.concatenate([real * (1.0 - mask), mask], axis=1)  # (2, 4, S, S)
+        return (torch.from_numpy(masked), torch.from_numpy(self.data.mels(t, 2)),
+                torch.from_numpy(real.copy()), torch.from_numpy(mask.copy()))

@@ -1,0 +1,295 @@
+"""``hygie-w2l prepare``: a person's video becomes a training set.
+
+Stages (each resumable; a re-run skips what is done, a changed source or config rebuilds):
+  audio  -> audio.wav (16 kHz mono), mel.npy (80, T)
+  track  -> landmarks.npy (N, P, 2), status.npy, boxes.npy (smoothed face boxes), pose.npy
+  crops  -> face/ (N, 96, 96, 3), mouth/ (N, S, S, 3), mouth_mask/ (N, S, S),
+            hd/ (N, h, w, 3), hd_inner_mask/ (N, h, w): chunked uint8, BGR;
+            transforms.npz (frame -> crop 2x3 matrices of each crop)
+  split  -> split.json
+and meta.json (source hash, fps, counts, config, versions, stages done).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from hygie_w2l import __version__
+from hygie_w2l.atomic import atomic_path
+from hygie_w2l.audio import FPS, SAMPLE_RATE_HZ, melspectrogram, window_is_complete
+from hygie_w2l.errors import HygieError, InputFileError
+from hygie_w2l.face_tracker import NoFaceError, Track, TrackerConfig, track_frames
+from hygie_w2l.geometry import (
+    FACE_CROP_PX,
+    SquareBox,
+    box_affine,
+    hd_affine,
+    hd_patch_size,
+    inner_mouth_polygon,
+    mouth_box,
+    mouth_mask,
+    polygon_mask,
+    transform_points,
+    warp,
+)
+from hygie_w2l.landmarks import mouth_width
+from hygie_w2l.media import MediaInfo, load_audio, probe, read_frames
+from hygie_w2l.split import make_split
+from hygie_w2l.storage import ChunkWriter
+from hygie_w2l.weights import sha256_of
+
+DATASET_FORMAT_VERSION = 1
+STAGES = ("audio", "track", "crops", "split")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    fps: int = FPS
+    face_size_px: int = FACE_CROP_PX
+    mouth_size_px: int = 128
+    mouth_ema: float = 0.6  # weight of the previous mouth box (zero-phase EMA)
+    val_fraction: float = 0.2
+    tracker: TrackerConfig = TrackerConfig()
+
+
+class DatasetError(HygieError):
+    pass
+
+
+def _key(sources: list[Path], config: PrepareConfig) -> tuple[str, dict[str, str]]:
+    hashes = {p.name: sha256_of(p) for p in sources}
+    blob = json.dumps([DATASET_FORMAT_VERSION, hashes, dataclasses.asdict(config)],
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest(), hashes
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
+
+
+def _open_output(out: Path, key: str) -> dict[str, Any]:
+    """The existing meta when ``out`` holds this very dataset; otherwise a clean folder."""
+    meta_path = out / "meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            return meta
+        print(f"{out}: source or config changed since it was prepared; rebuilding")
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    elif out.exists() and any(out.iterdir()):
+        raise DatasetError(f"{out}: exists, is not empty and is not a hygie-w2l dataset. "
+                           "Choose a new --out folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    return {"key": key, "stages": {}}
+
+
+def _stage_audio(audio_src: Path, out: Path) -> dict[str, Any]:
+    wav = load_audio(audio_src)
+    with atomic_path(out / "audio.wav") as tmp:
+        sf.write(tmp, wav, SAMPLE_RATE_HZ, subtype="PCM_16", format="WAV")
+    mel = melspectrogram(wav)
+    _save_npy(out / "mel.npy", mel)
+    return {"n_samples": int(wav.size), "duration_s": wav.size / SAMPLE_RATE_HZ,
+            "n_mel_frames": int(mel.shape[1])}
+
+
+def _stage_track(video: Path, info: MediaInfo, out: Path, config: PrepareConfig
+                 ) -> tuple[Track, dict[str, Any]]:
+    n_est = int(round(info.duration_s * config.fps))
+    track = track_frames(read_frames(video, fps=config.fps, info=info), config.fps,
+                         config.tracker, n_frames=n_est)
+    if not track.valid.any():
+        raise NoFaceError(f"{video}: no face found in any of its {len(track.status)} frames. "
+                          "Give a video where one face is clearly visible (frontal, lit, "
+                          "at least ~100 px wide).")
+    for name, arr in (("landmarks", track.landmarks), ("status", track.status),
+                      ("boxes", track.boxes), ("raw_boxes", track.raw_boxes),
+                      ("pose", track.pose_deg)):
+        _save_npy(out / f"{name}.npy", arr)
+    return track, {"n_frames": len(track.status), "report": track.report(),
+                   "multi_face_frames": track.multi_face_frames,
+                   "missing_ranges": track.missing_ranges()}
+
+
+def load_track(out: Path, fps: float) -> Track:
+    """The tracking stage's results, read back."""
+    from hygie_w2l.face_tracker import Track as T
+
+    return T(np.load(out / "landmarks.npy"), np.load(out / "status.npy"),
+             np.load(out / "raw_boxes.npy"), np.load(out / "boxes.npy"),
+             np.load(out / "pose.npy"), 0, fps)
+
+
+def smooth_mouth_boxes(landmarks: np.ndarray, valid: np.ndarray, alpha: float) -> np.ndarray:
+    """(N, 3) mouth boxes, EMA-smoothed forwards then backwards (no lag); NaN where invalid."""
+    raw = np.full((len(landmarks), 3), np.nan)
+    for i in np.flatnonzero(valid):
+        raw[i] = mouth_box(landmarks[i]).as_array()
+    out = raw.copy()
+    for order in (range(len(raw)), range(len(raw) - 1, -1, -1)):
+        prev = None
+        for i in order:
+            if np.isnan(out[i]).any():
+                prev = None
+                continue
+            out[i] = out[i] if prev is None else alpha * prev + (1 - alpha) * out[i]
+            prev = out[i]
+    return out
+
+
+def _stage_crops(video: Path, info: MediaInfo, out: Path, track: Track,
+                 config: PrepareConfig) -> dict[str, Any]:
+    valid = track.valid
+    lm = track.landmarks
+    mouth_boxes = smooth_mouth_boxes(lm, valid, config.mouth_ema)
+    _save_npy(out / "mouth_boxes.npy", mouth_boxes)
+    widths = [mouth_width(lm[i]) for i in np.flatnonzero(valid)]
+    hd_hw = hd_patch_size(float(np.median(widths)))
+    fs, ms = config.face_size_px, config.mouth_size_px
+    writers = {"face": ChunkWriter(out / "face", (fs, fs, 3)),
+               "mouth": ChunkWriter(out / "mouth", (ms, ms, 3)),
+               "mouth_mask": ChunkWriter(out / "mouth_mask", (ms, ms)),
+               "hd": ChunkWriter(out / "hd", (*hd_hw, 3)),
+               "hd_inner_mask": ChunkWriter(out / "hd_inner_mask", hd_hw)}
+    n = len(valid)
+    transforms = {k: np.full((n, 2, 3), np.nan) for k in ("face", "mouth", "hd")}
+    frames = read_frames(video, fps=config.fps, info=info)
+    for i, frame in enumerate(tqdm(frames, total=n, desc="cropping", unit="frame",
+                                   leave=False, disable=None)):
+        if i >= n:
+            break
+        if not valid[i]:
+            for w in writers.values():
+                w.append(np.zeros(w.frame_shape, np.uint8))
+            continue
+        m_face = box_affine(SquareBox.from_array(track.boxes[i]), fs)
+        m_mouth = box_affine(SquareBox.from_array(mouth_boxes[i]), ms)
+        m_hd = hd_affine(lm[i], hd_hw)
+        writers["face"].append(warp(frame, m_face, (fs, fs)))
+        writers["mouth"].append(warp(frame, m_mouth, (ms, ms)))
+        writers["mouth_mask"].append((mouth_mask(lm[i], m_mouth, (ms, ms)) * 255).astype(
+            np.uint8))
+        writers["hd"].append(warp(frame, m_hd, hd_hw))
+        inner = transform_points(inner_mouth_polygon(lm[i]), m_hd)
+        writers["hd_inner_mask"].append((polygon_mask(inner, hd_hw) * 255).astype(np.uint8))
+        transforms["face"][i], transforms["mouth"][i], transforms["hd"][i] = (m_face, m_mouth,
+                                                                               m_hd)
+    for w in writers.values():
+        w.close()
+    counts = {k: w.n_frames for k, w in writers.items()}
+    if len(set(counts.values())) != 1 or counts["face"] != n:
+        raise DatasetError(f"{video}: decoded {counts['face']} frames while tracking saw {n}; "
+                           "the file changed or is damaged. Run prepare again.")
+    with atomic_path(out / "transforms.npz") as tmp:
+        np.savez(tmp, **transforms)
+    return {"hd_patch_hw": list(hd_hw), "mouth_width_px_median": float(np.median(widths))}
+
+
+def _stage_split(out: Path, track: Track, n_mel: int, config: PrepareConfig,
+                 video: Path) -> dict[str, Any]:
+    mel_stub = np.zeros((1, n_mel), np.float32)
+    audio_ok = np.array([window_is_complete(mel_stub, i, config.fps)
+                         for i in range(len(track.status))])
+    usable_frames = int(np.flatnonzero(audio_ok).max() + 1) if audio_ok.any() else 0
+    split = make_split(usable_frames, config.val_fraction, str(video))
+    data = dataclasses.asdict(split)
+    _write_json(out / "split.json", data)
+    return data
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareSummary:
+    out: Path
+    meta: dict[str, Any]
+    skipped: bool  # everything was already done
+
+    def text(self) -> str:
+        m = self.meta
+        lines = [f"dataset {self.out}: {m['n_frames']} frames at {m['fps']} fps, "
+                 f"audio {m['audio']['duration_s']:.2f} s",
+                 m["track"]["report"],
+                 f"split: train frames {m['split']['train']}, validation {m['split']['val']}"
+                 f" (guard {m['split']['guard_frames']} frames)"]
+        for stage, t in m.get("timings_s", {}).items():
+            lines.append(f"  {stage:6s} {t:7.1f} s  ({m['n_frames'] / max(t, 1e-9):.1f} "
+                         "frames/s)")
+        if "peak_memory_mb" in m:
+            lines.append(f"peak memory {m['peak_memory_mb']:.0f} MB")
+        return "\n".join(lines)
+
+
+def prepare(video: str | Path, out: str | Path, audio: str | Path | None = None,
+            config: PrepareConfig = PrepareConfig()) -> PrepareSummary:
+    """Turn ``video`` (+ ``audio``, else its own sound) into a dataset folder ``out``."""
+    video, out = Path(video), Path(out)
+    info = probe(video)
+    if not info.has_video:
+        raise InputFileError(video, "has no video stream", "Give the video of the person.")
+    audio_src = Path(audio) if audio else video
+    if audio is None and not info.has_audio:
+        raise InputFileError(video, "has no audio stream",
+                             "Give the person's speech with --audio speech.wav.")
+    make_split(int(info.duration_s * config.fps), config.val_fraction, str(video))  # fail early
+    sources = [video] if audio_src == video else [video, audio_src]
+    key, hashes = _key(sources, config)
+    meta = _open_output(out, key)
+    if all(s in meta["stages"] for s in STAGES):
+        return PrepareSummary(out, meta, skipped=True)
+    meta.update({"format_version": DATASET_FORMAT_VERSION, "source": str(video),
+                 "audio_source": str(audio_src), "source_sha256": hashes, "fps": config.fps,
+                 "config": dataclasses.asdict(config),
+                 "versions": _versions(), "source_info": {
+                     "width": info.width, "height": info.height, "fps": info.fps,
+                     "variable_frame_rate": info.variable_frame_rate,
+                     "rotation_deg": info.rotation_deg}})
+    timings = meta.setdefault("timings_s", {})
+    track = None
+    for stage in STAGES:
+        if stage in meta["stages"]:
+            continue
+        start = time.perf_counter()
+        if stage == "audio":
+            meta["audio"] = _stage_audio(audio_src, out)
+        elif stage == "track":
+            track, meta["track"] = _stage_track(video, info, out, config)
+            meta["n_frames"] = meta["track"]["n_frames"]
+        else:
+            track = track or load_track(out, config.fps)
+            if stage == "crops":
+                meta["crops"] = _stage_crops(video, info, out, track, config)
+            else:
+                meta["split"] = _stage_split(out, track, meta["audio"]["n_mel_frames"],
+                                             config, video)
+        timings[stage] = time.perf_counter() - start
+        meta["stages"][stage] = True
+        meta["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        _write_json(out / "meta.json", meta)
+    return PrepareSummary(out, meta, skipped=False)
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import mediapipe
+    import torch
+
+    return {"hygie_w2l": __version__, "dataset_format": str(DATASET_FORMAT_VERSION),
+            "mediapipe": mediapipe.__version__, "opencv": cv2.__version__,
+            "torch": str(torch.__version__), "numpy": np.__version__}

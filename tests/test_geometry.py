@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from hygie_w2l import geometry
+from hygie_w2l.landmarks import lip_rings, outer_inner_rings
+
+
+def _face(cx: float = 200, cy: float = 220, scale: float = 1.0) -> np.ndarray:
+    """A plausible 478-point face: points on an oval, lips as two ellipses below the centre."""
+    rng = np.random.default_rng(0)
+    t = rng.uniform(0, 2 * np.pi, 478)
+    r = np.sqrt(rng.uniform(0, 1, 478))
+    pts = np.c_[cx + 80 * scale * r * np.cos(t), cy + 100 * scale * r * np.sin(t)]
+    a, b = lip_rings()
+    for ring, (rx, ry) in ((a, (30, 14)), (b, (22, 5))):
+        u = np.linspace(0, 2 * np.pi, len(ring), endpoint=False)
+        pts[list(ring)] = np.c_[cx + scale * rx * np.cos(u), cy + scale * (55 + ry * np.sin(u))]
+    return pts.astype(np.float32)
+
+
+def test_face_box_is_square_and_pads_the_chin() -> None:
+    lm = _face()
+    box = geometry.face_box(lm)
+    x1, y1, x2, y2 = box.xyxy()
+    assert abs((x2 - x1) - (y2 - y1)) <= 1
+    assert y2 > lm[:, 1].max() + 5  # room under the chin
+    assert x1 <= lm[:, 0].min() and x2 >= lm[:, 0].max()
+
+
+def test_crop_and_paste_back_are_inverse() -> None:
+    box = geometry.SquareBox(210.0, 190.0, 150.0)
+    m = geometry.box_affine(box, 96)
+    corners = np.array([[box.cx - 75, box.cy - 75], [box.cx + 75, box.cy + 75]])
+    assert np.allclose(geometry.transform_points(corners, m), [[0, 0], [96, 96]], atol=1e-4)
+    pts = np.random.default_rng(1).uniform(0, 400, (10, 2))
+    back = geometry.transform_points(geometry.transform_points(pts, m), geometry.invert(m))
+    assert np.allclose(back, pts, atol=1e-3)
+
+
+def test_lower_half_mask_is_the_official_one() -> None:
+    mask = geometry.lower_half_mask(96)
+    assert mask[:48].sum() == 0 and (mask[48:] == 1).all()
+
+
+def test_mouth_mask_sits_on_the_lips_in_crop_and_frame() -> None:
+    lm = _face()
+    outer, _ = outer_inner_rings(lm)
+    frame_mask = geometry.mouth_mask(lm, geometry.IDENTITY, (480, 400))
+    ys, xs = np.nonzero(frame_mask > 0.5)
+    assert outer[:, 0].min() <= xs.mean() <= outer[:, 0].max()
+    assert outer[:, 1].min() <= ys.mean() <= outer[:, 1].max()
+    assert 0 < frame_mask.min() + 1e-6 and frame_mask.max() == pytest.approx(1.0)
+    box = geometry.mouth_box(lm)
+    m = geometry.box_affine(box, 128)
+    crop_mask = geometry.mouth_mask(lm, m, (128, 128))
+    ys, xs = np.nonzero(crop_mask > 0.5)
+    assert abs(xs.mean() - 64) < 6 and abs(ys.mean() - 64) < 6  # centred on the lips
+    assert box.side == pytest.approx(60 * 1.35, rel=0.02)
+
+
+def test_hd_alignment_is_a_similarity_to_fixed_corners() -> None:
+    hw = geometry.hd_patch_size(60.0)
+    assert hw[1] % 8 == 0 and hw[0] % 8 == 0 and hw[1] >= 120
+    for scale in (1.0, 2.0):
+        lm = _face(scale=scale)
+        m = geometry.hd_affine(lm, hw)
+        a, b = m[:, :2][0], m[:, :2][1]
+        assert abs(np.dot(a, b)) < 1e-6 and np.linalg.norm(a) == pytest.approx(np.linalg.norm(b))
+        outer, _ = outer_inner_rings(lm)
+        pts = geometry.transform_points(outer, m)
+        assert pts[:, 0].min() == pytest.approx(hw[1] * 0.25, abs=1.0)
+        assert pts[:, 0].max() == pytest.approx(hw[1] * 0.75, abs=1.0)
