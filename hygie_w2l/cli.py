@@ -179,6 +179,119 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_prepare)
 
 
+def _train_overrides(args: argparse.Namespace) -> dict:
+    return {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+            "init": args.init, "device": args.device, "seed": args.seed,
+            "eval_every": args.eval_every, "checkpoint_every": args.checkpoint_every}
+
+
+def _stop_on_sigterm() -> None:
+    """`kill` (SIGTERM) stops a run like Ctrl-C: last.pt is written before exiting."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _cmd_train_sync(args: argparse.Namespace) -> int:
+    from hygie_w2l.runs import is_main, resolve_config
+    from hygie_w2l.train_sync import train_sync
+
+    _stop_on_sigterm()
+    config = resolve_config("expert", args.preset, _train_overrides(args) | {"arch":
+                                                                               "syncnet_color"})
+    s = train_sync(args.dataset, args.out, config, resume=args.resume)
+    if is_main():
+        print(f"expert {s.init}: {s.steps} steps, best validation loss "
+              f"{s.best_val_loss:.4f}, accuracy {s.best_val_accuracy:.3f}"
+              f"{' (early stop)' if s.stopped_early else ''}; best checkpoint "
+              f"{s.run / 'best.pt'}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hygie_w2l.runs import is_main, resolve_config
+    from hygie_w2l.train import train_generator
+
+    _stop_on_sigterm()
+    arch = (args.arch or ("wav2lip" if Path("checkpoints/wav2lip.pth").exists()
+                          else "film-unet")).replace("-", "_")
+    config = resolve_config("generator", args.preset, _train_overrides(args) | {
+        "arch": arch, "expert": args.expert, "gan": True if args.gan else None})
+    s = train_generator(args.dataset, args.out, config, resume=args.resume)
+    if is_main():
+        print(f"{s.steps} steps ({s.seconds_per_step:.2f} s/step), best validation mouth "
+              f"L1 {s.best_val:.4f}; best checkpoint {s.run / 'best.pt'}")
+    return 0
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", type=Path, help="a folder written by `hygie-w2l prepare`")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--preset", choices=["quick", "standard", "hq"], default="quick")
+    p.add_argument("--init", help="checkpoint to start from, or 'scratch'")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-sync", help="fine-tune the lip-sync expert on a dataset")
+    _add_train_flags(p)
+    p.set_defaults(handler=_cmd_train_sync)
+    p = sub.add_parser("train", help="fine-tune the generator on a dataset")
+    _add_train_flags(p)
+    p.add_argument("--arch", choices=["wav2lip", "film-unet"],
+                   help="default: wav2lip when checkpoints/wav2lip.pth exists, else film-unet")
+    p.add_argument("--expert", help="lip-sync expert (checkpoint or run folder) for wav2lip")
+    p.add_argument("--gan", action="store_true", help="add the visual-quality discriminator")
+    p.set_defaults(handler=_cmd_train)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from hygie_w2l.render import RenderConfig, render
+
+    config = RenderConfig(blend=args.blend, loop=args.loop, start_s=args.start, crf=args.crf,
+                          device=args.device, engine=args.engine, batch_size=args.batch_size,
+                          silence_db=args.silence_db, preview=args.preview,
+                          hd_retrieval=args.hd_retrieval)
+    summary = render(args.face, args.audio, args.checkpoint, args.out, config, args.stats)
+    print(summary.table())
+    print(f"wrote {summary.out}" + (f" and {summary.preview}" if summary.preview else ""))
+    return 0
+
+
+def _add_render(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("render", help="make a template video (or photo) speak new audio")
+    p.add_argument("--face", required=True, type=Path, help="template video or photo")
+    p.add_argument("--audio", required=True, type=Path, help="speech, any format")
+    p.add_argument("--checkpoint", required=True, type=Path,
+                   help="our checkpoint or run folder, or an official Wav2Lip file")
+    p.add_argument("--out", required=True, type=Path, help="output .mp4")
+    p.add_argument("--blend", choices=["poisson", "feather"], default="poisson")
+    p.add_argument("--loop", choices=["pingpong", "wrap"], default="pingpong",
+                   help="when the audio outlasts the template")
+    p.add_argument("--start", type=float, default=0.0, help="offset into the template (s)")
+    p.add_argument("--crf", type=int, default=17, help="x264 quality (lower is better)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--batch-size", type=int, default=0, help="0: chosen for the device")
+    p.add_argument("--silence-db", type=float, default=-50.0,
+                   help="quieter frames keep the template's mouth (dBFS)")
+    p.add_argument("--preview", action="store_true", help="also write a side-by-side video")
+    p.add_argument("--hd-retrieval", action="store_true",
+                   help="replace teeth/tongue with the person's own HD mouths (needs an index)")
+    p.add_argument("--stats", type=Path, help="write per-stage timings as JSON")
+    p.set_defaults(handler=_cmd_render)
+
+
 def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check ffmpeg, torch, MediaPipe, FAISS and the weights")
     p.add_argument("--checkpoints", default="checkpoints", help="folder of the weights")
@@ -202,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hygie-w2l {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_doctor, _add_info, _add_synth, _add_weights, _add_export, _add_probe,
-                _add_prepare):
+                _add_prepare, _add_train, _add_render):
         add(sub)
     return parser
 

@@ -7,8 +7,11 @@
   indiv_mels (5, 1, 80, 16), mel (1, 80, 16) (the sync window), y (3, 5, 96, 96) real,
   mouth (1, 5, 96, 96) mouth mask in [0, 1] for the weighted L1.
 * :class:`MouthCropDataset` (FiLM U-Net): two true neighbours t, t+1 of the same clip for the
-  temporal loss: crop (2, 4, S, S) masked RGB + mask, mel (2, 1, 80, 16), real (2, 3, S, S),
-  mask (2, 1, S, S).
+  temporal loss: crop (2, 4, S, S) = a *reference* frame's crop (another moment of the same
+  split, at least a sync window away) + the fixed generator mask (where to edit);
+  mel (2, 1, 80, 16); real (2, 3, S, S) frames t, t+1; lips (2, 1, S, S) their lip hulls
+  (loss weights only). The network never sees frame t: the mouth can only come from the
+  audio, as at render time, where the reference is the template frame.
 
 Images stay BGR like the official release (it trained on cv2 images). Samples are drawn only
 where split.valid_starts allows: no sample reads across the train/validation guard.
@@ -25,7 +28,7 @@ from torch.utils.data import Dataset
 
 from hygie_w2l.audio import SYNC_T, mel_window
 from hygie_w2l.errors import HygieError
-from hygie_w2l.geometry import lower_half_mask, mouth_mask
+from hygie_w2l.geometry import generator_mask, lower_half_mask, mouth_mask
 from hygie_w2l.prepare import DATASET_FORMAT_VERSION
 from hygie_w2l.split import Split, valid_starts
 from hygie_w2l.storage import ChunkedArray
@@ -161,10 +164,13 @@ class GeneratorDataset(_Sampler):
 class MouthCropDataset(_Sampler):
     def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         t = start + int(rng.integers(SYNC_T - 1))  # t and t+1 both inside the sample
-        crops = self.data.array("mouth").take([t, t + 1]).astype(np.float32) / 255.0
-        masks = self.data.array("mouth_mask").take([t, t + 1]).astype(np.float32) / 255.0
-        real = crops.transpose(0, 3, 1, 2)  # (2, 3, S, S)
-        mask = masks[:, None]  # (2, 1, S, S)
-        masked = np.concatenate([real * (1.0 - mask), mask], axis=1)  # (2, 4, S, S)
-        return (torch.from_numpy(masked), torch.from_numpy(self.data.mels(t, 2)),
-                torch.from_numpy(real.copy()), torch.from_numpy(mask.copy()))
+        ref = self.far_start(start, rng) + int(rng.integers(SYNC_T))
+        crops = self.data.array("mouth").take([t, t + 1, ref]).astype(np.float32) / 255.0
+        lips = self.data.array("mouth_mask").take([t, t + 1]).astype(np.float32) / 255.0
+        real = crops[:2].transpose(0, 3, 1, 2)  # (2, 3, S, S)
+        reference = np.broadcast_to(crops[2].transpose(2, 0, 1), real.shape)
+        hole = np.broadcast_to(generator_mask(real.shape[-1]), (2, 1, *real.shape[-2:]))
+        masked = np.concatenate([reference, hole], axis=1)  # (2, 4, S, S)
+        return (torch.from_numpy(masked.astype(np.float32)),
+                torch.from_numpy(self.data.mels(t, 2)), torch.from_numpy(real.copy()),
+                torch.from_numpy(lips[:, None].copy()))

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hygie_w2l.errors import HygieError
-from hygie_w2l.geometry import face_box
+from hygie_w2l.geometry import BoxCalibration, calibrate_boxes, placed_box
 from hygie_w2l.types import Frame, Landmarks
 
 # MediaPipe logs through absl/glog to stderr; keep the terminal for our own progress bars.
@@ -182,11 +182,12 @@ class Track:
 
     landmarks: np.ndarray  # (N, P, 2) float32 pixels; NaN where missing
     status: np.ndarray  # (N,) uint8: STATUS_*
-    raw_boxes: np.ndarray  # (N, 3) float64 face box (cx, cy, side) from the landmarks
+    raw_boxes: np.ndarray  # (N, 3) float64 face box (cx, cy, side) placed on each frame's eyes
     boxes: np.ndarray  # (N, 3) float64 One-Euro smoothed face box
     pose_deg: np.ndarray  # (N, 3) float32 yaw, pitch, roll (approximate); NaN where missing
     multi_face_frames: int
     fps: float
+    calibration: BoxCalibration | None = None  # None when no frame has a face
 
     @property
     def confidence(self) -> np.ndarray:
@@ -331,21 +332,30 @@ def track_frames(frames: Iterable[Frame], fps: float, config: TrackerConfig = Tr
             statuses.append(s)
     finally:
         tracker.close()
+    return tracks_from_points(points, statuses, fps, config, tracker.multi_face_frames)
+
+
+def tracks_from_points(points: list[np.ndarray | None], statuses: list[int], fps: float,
+                       config: TrackerConfig, multi_face_frames: int) -> Track:
+    """Per-frame detections -> a Track: gaps filled, boxes calibrated and smoothed, pose."""
     if not statuses:
         raise NoFaceError("the video has no frames")
-    n_points = next((p.shape[0] for p in points if p is not None), tracker._tracker.n_points)
+    n_points = next((p.shape[0] for p in points if p is not None), 478)
     arr = np.stack([p if p is not None else np.full((n_points, 3), np.nan, np.float32)
                     for p in points])
     status = np.array(statuses, np.uint8)
     fill_gaps(arr, status, config.max_gap_frames)
     valid = status != STATUS_MISSING
+    landmarks = arr[:, :, :2].astype(np.float32)
     raw = np.full((len(arr), 3), np.nan)
     pose = np.full((len(arr), 3), np.nan, np.float32)
+    calibration = calibrate_boxes(landmarks, valid) if valid.any() else None
     for i in np.flatnonzero(valid):
-        raw[i] = face_box(arr[i, :, :2]).as_array()
+        assert calibration is not None
+        raw[i] = placed_box(landmarks[i], calibration.face).as_array()
         pose[i] = head_pose_deg(arr[i])
-    return Track(arr[:, :, :2].astype(np.float32), status, raw,
-                 smooth_boxes(raw, fps, config), pose, tracker.multi_face_frames, fps)
+    return Track(landmarks, status, raw, smooth_boxes(raw, fps, config), pose,
+                 multi_face_frames, fps, calibration)
 
 
 def detect_all(frames: Iterable[Frame], video: bool = True) -> list[Landmarks | None]:

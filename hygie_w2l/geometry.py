@@ -9,6 +9,16 @@ pasting back uses its inverse, so there is no second crop convention anywhere.
 * Mouth crop (FiLM U-Net): a square centred on the lips, side = lips' extent x (1 + 0.35).
 * Mouth mask: the outer-lip hull, dilated and feathered, in crop or frame coordinates; the
   inner-mouth (teeth/tongue) polygon is the inner lip ring.
+
+Nothing the generator sees may depend on how open the current frame's mouth is, or it learns
+to copy the opening from the picture instead of taking it from the audio (measured: a FiLM
+U-Net fed the per-frame lip box and lip-hull mask "followed" the mouth as well with the
+wrong audio, r = 0.95, as with the right one). So the boxes are placed from the eyes, which
+do not move with the jaw: :class:`BoxCalibration` holds, per video, the median position and
+size of the face box and of the lip box relative to the eye corners (in units of the
+inter-ocular distance); each frame's box is that placement applied to its own eyes. The
+generator's input mask is a fixed region of the crop (:func:`generator_mask`); the per-frame
+lip hull is used only to weight the loss and to measure.
 * HD mouth patch: the native-resolution mouth, aligned by a similarity transform that puts
   the mouth corners at fixed points of a canonical frame (for the retrieval index).
 """
@@ -55,6 +65,11 @@ class SquareBox:
 
 
 def face_box(landmarks: Landmarks) -> SquareBox:
+    """This frame's own face box (it moves with the jaw: use it to calibrate, not to crop)."""
+    return _face_box(landmarks)
+
+
+def _face_box(landmarks: Landmarks) -> SquareBox:
     """Square face box from all landmarks, padded at the bottom (chin) like the official crop."""
     x0, y0 = landmarks.min(axis=0)
     x1, y1 = landmarks.max(axis=0)
@@ -66,12 +81,97 @@ def face_box(landmarks: Landmarks) -> SquareBox:
 
 
 def mouth_box(landmarks: Landmarks) -> SquareBox:
-    """Square centred on the lips; side = the lips' larger extent x (1 + 0.35)."""
+    """This frame's own lip box: centred on the lips, side = their larger extent x 1.35
+    (it moves with the mouth: use it to calibrate, not to crop)."""
     outer, _ = outer_inner_rings(landmarks)
     x0, y0 = outer.min(axis=0)
     x1, y1 = outer.max(axis=0)
     side = max(x1 - x0, y1 - y0) * (1 + MOUTH_CROP_MARGIN)
     return SquareBox((x0 + x1) / 2, (y0 + y1) / 2, side)
+
+
+def _eye_corners(landmarks: Landmarks) -> np.ndarray:
+    """(2, 2, 2): for each eye, its two corners (the ring's farthest pair), image-left first."""
+    if len(landmarks) == 68:
+        rings = [landmarks[36:42], landmarks[42:48]]  # iBUG layout
+    else:
+        from mediapipe.python.solutions.face_mesh_connections import (
+            FACEMESH_LEFT_EYE,
+            FACEMESH_RIGHT_EYE,
+        )
+        rings = [landmarks[sorted({i for e in conn for i in e})]
+                 for conn in (FACEMESH_RIGHT_EYE, FACEMESH_LEFT_EYE)]
+    corners = []
+    for ring in rings:
+        ring = ring[:, :2]
+        d = ((ring[:, None] - ring[None]) ** 2).sum(-1)
+        i, j = np.unravel_index(np.argmax(d), d.shape)
+        corners.append(np.stack([ring[i], ring[j]]))
+    out = np.stack(corners)
+    return out if out[0].mean(0)[0] <= out[1].mean(0)[0] else out[::-1]
+
+
+def eye_frame(landmarks: Landmarks) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(anchor, u, v, iod): the eyes' midpoint, the unit axis from the image-left eye to the
+    other, its perpendicular pointing down the face, and the inter-ocular distance (px).
+    Eye corners do not move when the mouth opens or the eyes blink."""
+    corners = _eye_corners(landmarks).astype(np.float64)
+    left, right = corners[0].mean(0), corners[1].mean(0)
+    iod = float(np.linalg.norm(right - left))
+    u = (right - left) / max(iod, 1e-6)
+    return (left + right) / 2, u, np.array([-u[1], u[0]]), iod
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxCalibration:
+    """Per-video placement of the face and lip boxes relative to the eyes: (along the eye
+    axis, down the face, side), in inter-ocular distances; medians over the video's frames."""
+
+    face: tuple[float, float, float]
+    mouth: tuple[float, float, float]
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"face": list(self.face), "mouth": list(self.mouth)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[float]]) -> BoxCalibration:
+        f, m = data["face"], data["mouth"]
+        return cls((f[0], f[1], f[2]), (m[0], m[1], m[2]))
+
+
+def _relative(box: SquareBox, landmarks: Landmarks) -> np.ndarray:
+    anchor, u, v, iod = eye_frame(landmarks)
+    d = np.array([box.cx, box.cy]) - anchor
+    return np.array([d @ u / iod, d @ v / iod, box.side / iod])
+
+
+def calibrate_boxes(landmarks: np.ndarray, valid: np.ndarray) -> BoxCalibration:
+    """Median eye-relative placement of the face and lip boxes over the valid frames."""
+    idx = np.flatnonzero(valid)
+    face = np.median([_relative(_face_box(landmarks[i]), landmarks[i]) for i in idx], axis=0)
+    mouth = np.median([_relative(mouth_box(landmarks[i]), landmarks[i]) for i in idx], axis=0)
+    return BoxCalibration(tuple(map(float, face)), tuple(map(float, mouth)))  # type: ignore[arg-type]
+
+
+def placed_box(landmarks: Landmarks, rel: tuple[float, float, float]) -> SquareBox:
+    """A calibrated box placed on this frame's eyes."""
+    anchor, u, v, iod = eye_frame(landmarks)
+    centre = anchor + rel[0] * iod * u + rel[1] * iod * v
+    return SquareBox(float(centre[0]), float(centre[1]), rel[2] * iod)
+
+
+def generator_mask(size_px: int) -> np.ndarray:
+    """The FiLM U-Net's fixed input mask: (S, S) float32, 1 where the mouth is generated.
+
+    An ellipse over the lips at their widest and the jaw below them; the top of the crop
+    (nose base, upper lip's skin) and the outer cheeks stay visible as context.
+    """
+    s = size_px
+    mask = np.zeros((s, s), np.uint8)
+    cv2.ellipse(mask, (s // 2, int(0.58 * s)), (int(0.47 * s), int(0.40 * s)), 0, 0, 360,
+                (255,), -1)
+    out: np.ndarray = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), s / 40)
+    return out
 
 
 def box_affine(box: SquareBox, size_px: int) -> Affine:

@@ -32,13 +32,14 @@ from hygie_w2l.errors import HygieError, InputFileError
 from hygie_w2l.face_tracker import NoFaceError, Track, TrackerConfig, track_frames
 from hygie_w2l.geometry import (
     FACE_CROP_PX,
+    BoxCalibration,
     SquareBox,
     box_affine,
     hd_affine,
     hd_patch_size,
     inner_mouth_polygon,
-    mouth_box,
     mouth_mask,
+    placed_box,
     polygon_mask,
     transform_points,
     warp,
@@ -49,7 +50,7 @@ from hygie_w2l.split import make_split
 from hygie_w2l.storage import ChunkWriter
 from hygie_w2l.weights import sha256_of
 
-DATASET_FORMAT_VERSION = 1
+DATASET_FORMAT_VERSION = 2  # 2: eye-anchored boxes, fixed generator mask
 STAGES = ("audio", "track", "crops", "split")
 
 
@@ -124,25 +125,28 @@ def _stage_track(video: Path, info: MediaInfo, out: Path, config: PrepareConfig
                       ("boxes", track.boxes), ("raw_boxes", track.raw_boxes),
                       ("pose", track.pose_deg)):
         _save_npy(out / f"{name}.npy", arr)
+    assert track.calibration is not None
     return track, {"n_frames": len(track.status), "report": track.report(),
+                   "box_calibration": track.calibration.to_json(),
                    "multi_face_frames": track.multi_face_frames,
                    "missing_ranges": track.missing_ranges()}
 
 
-def load_track(out: Path, fps: float) -> Track:
+def load_track(out: Path, fps: float, meta: dict[str, Any]) -> Track:
     """The tracking stage's results, read back."""
-    from hygie_w2l.face_tracker import Track as T
+    return Track(np.load(out / "landmarks.npy"), np.load(out / "status.npy"),
+                 np.load(out / "raw_boxes.npy"), np.load(out / "boxes.npy"),
+                 np.load(out / "pose.npy"), int(meta["track"]["multi_face_frames"]), fps,
+                 BoxCalibration.from_json(meta["track"]["box_calibration"]))
 
-    return T(np.load(out / "landmarks.npy"), np.load(out / "status.npy"),
-             np.load(out / "raw_boxes.npy"), np.load(out / "boxes.npy"),
-             np.load(out / "pose.npy"), 0, fps)
 
-
-def smooth_mouth_boxes(landmarks: np.ndarray, valid: np.ndarray, alpha: float) -> np.ndarray:
-    """(N, 3) mouth boxes, EMA-smoothed forwards then backwards (no lag); NaN where invalid."""
+def smooth_mouth_boxes(landmarks: np.ndarray, valid: np.ndarray, alpha: float,
+                       calibration: BoxCalibration) -> np.ndarray:
+    """(N, 3) mouth boxes placed on the eyes, EMA-smoothed forwards then backwards (no lag);
+    NaN where invalid."""
     raw = np.full((len(landmarks), 3), np.nan)
     for i in np.flatnonzero(valid):
-        raw[i] = mouth_box(landmarks[i]).as_array()
+        raw[i] = placed_box(landmarks[i], calibration.mouth).as_array()
     out = raw.copy()
     for order in (range(len(raw)), range(len(raw) - 1, -1, -1)):
         prev = None
@@ -159,7 +163,8 @@ def _stage_crops(video: Path, info: MediaInfo, out: Path, track: Track,
                  config: PrepareConfig) -> dict[str, Any]:
     valid = track.valid
     lm = track.landmarks
-    mouth_boxes = smooth_mouth_boxes(lm, valid, config.mouth_ema)
+    assert track.calibration is not None
+    mouth_boxes = smooth_mouth_boxes(lm, valid, config.mouth_ema, track.calibration)
     _save_npy(out / "mouth_boxes.npy", mouth_boxes)
     widths = [mouth_width(lm[i]) for i in np.flatnonzero(valid)]
     hd_hw = hd_patch_size(float(np.median(widths)))
@@ -272,7 +277,7 @@ def prepare(video: str | Path, out: str | Path, audio: str | Path | None = None,
             track, meta["track"] = _stage_track(video, info, out, config)
             meta["n_frames"] = meta["track"]["n_frames"]
         else:
-            track = track or load_track(out, config.fps)
+            track = track or load_track(out, config.fps, meta)
             if stage == "crops":
                 meta["crops"] = _stage_crops(video, info, out, track, config)
             else:

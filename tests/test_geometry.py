@@ -15,6 +15,14 @@ def _face(cx: float = 200, cy: float = 220, scale: float = 1.0) -> np.ndarray:
     for ring, (rx, ry) in ((a, (30, 14)), (b, (22, 5))):
         u = np.linspace(0, 2 * np.pi, len(ring), endpoint=False)
         pts[list(ring)] = np.c_[cx + scale * rx * np.cos(u), cy + scale * (55 + ry * np.sin(u))]
+    from mediapipe.python.solutions.face_mesh_connections import (
+        FACEMESH_LEFT_EYE,
+        FACEMESH_RIGHT_EYE,
+    )
+    for conn, ex in ((FACEMESH_RIGHT_EYE, -35), (FACEMESH_LEFT_EYE, 35)):
+        ring = sorted({i for e in conn for i in e})
+        u = np.linspace(0, 2 * np.pi, len(ring), endpoint=False)
+        pts[ring] = np.c_[cx + scale * (ex + 12 * np.cos(u)), cy + scale * (-30 + 4 * np.sin(u))]
     return pts.astype(np.float32)
 
 
@@ -70,3 +78,45 @@ def test_hd_alignment_is_a_similarity_to_fixed_corners() -> None:
         pts = geometry.transform_points(outer, m)
         assert pts[:, 0].min() == pytest.approx(hw[1] * 0.25, abs=1.0)
         assert pts[:, 0].max() == pytest.approx(hw[1] * 0.75, abs=1.0)
+
+
+def _open_mouth(lm: np.ndarray, px: float) -> np.ndarray:
+    """The same face with the lower lip and everything below the mouth moved down by px."""
+    out = lm.copy()
+    outer, _ = outer_inner_rings(lm)
+    below = out[:, 1] > outer[:, 1].mean()
+    out[below, 1] += px
+    return out
+
+
+def test_boxes_placed_on_the_eyes_ignore_the_mouth() -> None:
+    """Neither the crop framing nor its size may tell the generator how open the mouth is."""
+    from hygie_w2l.face_tracker import MediaPipeBackend
+
+    frames = [_face(), _face(scale=1.02), _face(cx=205)]
+    lm_all = np.stack(frames)
+    calib = geometry.calibrate_boxes(lm_all, np.ones(len(frames), bool))
+    closed, opened = _face(), _open_mouth(_face(), 25.0)
+    assert geometry.face_box(opened).cy != geometry.face_box(closed).cy  # the raw box moves
+    for rel in (calib.face, calib.mouth):
+        a, b = geometry.placed_box(closed, rel), geometry.placed_box(opened, rel)
+        assert (a.cx, a.cy, a.side) == pytest.approx((b.cx, b.cy, b.side))
+    assert MediaPipeBackend.n_points == 478
+
+
+def test_placed_boxes_follow_head_motion_and_scale() -> None:
+    lm = _face()
+    calib = geometry.calibrate_boxes(lm[None], np.ones(1, bool))
+    moved = geometry.placed_box(_face(cx=260, cy=200, scale=1.5), calib.mouth)
+    base = geometry.placed_box(lm, calib.mouth)
+    assert moved.side == pytest.approx(1.5 * base.side, rel=1e-3)
+    raw = geometry.mouth_box(lm)
+    assert (base.cx, base.cy, base.side) == pytest.approx((raw.cx, raw.cy, raw.side))
+
+
+def test_generator_mask_is_fixed_and_covers_lips_and_jaw() -> None:
+    m = geometry.generator_mask(128)
+    assert m.shape == (128, 128) and m.dtype == np.float32
+    assert m[64, 64] > 0.99 and m[110, 64] > 0.99  # lips and jaw
+    assert m[5, 64] < 0.01 and m[5, 5] < 0.01  # nose base and a corner stay visible
+    assert np.array_equal(m, geometry.generator_mask(128))

@@ -74,6 +74,7 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     official: bool = False
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -154,18 +155,20 @@ def load_checkpoint(path: str | Path, expect: str | tuple[str, ...] | None = Non
     return Checkpoint(model, arch, config or model_config(model),
                       step=int(raw.get("step", raw.get("global_step", 0))),
                       optimizer=raw.get("optimizer"), meta=dict(raw.get("meta", {})),
-                      official=not ours)
+                      official=not ours, extra=dict(raw.get("extra") or {}))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, arch: str, *, step: int = 0,
                     optimizer: Mapping[str, Any] | None = None,
-                    meta: Mapping[str, Any] | None = None) -> Path:
+                    meta: Mapping[str, Any] | None = None,
+                    extra: Mapping[str, Any] | None = None) -> Path:
     """Write one of our checkpoints atomically (a full disk leaves the previous file)."""
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch,
         "config": model_config(model), "state_dict": model.state_dict(), "step": step,
         "optimizer": dict(optimizer) if optimizer is not None else None,
         "meta": {"hygie_w2l": __version__, "torch": str(torch.__version__), **(meta or {})},
+        "extra": dict(extra or {}),  # training state: RNG, discriminator, schedule flags
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

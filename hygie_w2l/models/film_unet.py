@@ -21,7 +21,7 @@ SUPPORTED_SIZES_PX = (96, 128, 192, 256)
 @dataclasses.dataclass(frozen=True)
 class FilmUNetConfig:
     size_px: int = 128
-    channels: tuple[int, ...] = (32, 64, 128, 256)
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     audio_dim: int = 256
     in_channels: int = 4  # masked RGB crop + mask
 

@@ -1,0 +1,97 @@
+"""Pasting a generated crop back into its frame, through the inverse of the crop's matrix.
+
+Only the mouth region (the feathered lip-hull mask) is pasted, never the whole square, and
+the work is done on the mask's bounding rectangle only.
+
+* ``feather``: alpha blend with the feathered mask (fast);
+* ``poisson``: OpenCV seamlessClone on the bounding rectangle (no seams, no colour jump).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from hygie_w2l.geometry import Affine, invert
+
+BlendMode = Literal["feather", "poisson"]
+
+
+def unwarp(crop: np.ndarray, crop_mask: np.ndarray, m: Affine, frame_hw: tuple[int, int]
+           ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]] | None:
+    """The crop and its mask in frame coordinates, on the mask's bounding rectangle only.
+
+    Returns (patch (h, w, 3) uint8, mask (h, w) float32, (x1, y1, x2, y2)) or None when the
+    mask is empty or outside the frame.
+    """
+    inv = invert(m)
+    s = crop_mask.shape[0]
+    corners = cv2.transform(np.array([[[0, 0], [s, 0], [0, s], [s, s]]], np.float64), inv)[0]
+    h, w = frame_hw
+    x1, y1 = np.floor(corners.min(axis=0)).astype(int)
+    x2, y2 = np.ceil(corners.max(axis=0)).astype(int)
+    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    shift = inv.copy()
+    shift[:, 2] -= (x1, y1)
+    size = (x2 - x1, y2 - y1)
+    patch = cv2.warpAffine(crop, shift, size, flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+    mask = cv2.warpAffine(crop_mask.astype(np.float32), shift, size, flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0,))
+    if mask.max() <= 1e-3:
+        return None
+    return patch, mask, (x1, y1, x2, y2)
+
+
+def match_colour(patch: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Shift the patch's mean colour on the mask's rim to the target's (drift correction)."""
+    rim = (mask > 0.05) & (mask < 0.6)
+    if rim.sum() < 10:
+        return patch
+    delta = target[rim].astype(np.float32).mean(0) - patch[rim].astype(np.float32).mean(0)
+    return np.clip(patch.astype(np.float32) + delta, 0, 255).astype(np.uint8)
+
+
+def paste(frame: np.ndarray, crop: np.ndarray, crop_mask: np.ndarray, m: Affine,
+          mode: BlendMode = "feather", colour_correct: bool = True) -> np.ndarray:
+    """A copy of ``frame`` with the masked part of ``crop`` pasted where ``m`` took it from.
+
+    frame (H, W, 3) uint8; crop (S, S, 3) uint8; crop_mask (S, S) float32 in [0, 1];
+    m: frame -> crop 2x3 matrix.
+    """
+    out = frame.copy()
+    placed = unwarp(crop, crop_mask, m, (frame.shape[0], frame.shape[1]))
+    if placed is None:
+        return out
+    patch, mask, (x1, y1, x2, y2) = placed
+    region = out[y1:y2, x1:x2]
+    if colour_correct:
+        patch = match_colour(patch, region, mask)
+    if mode == "poisson":
+        return _poisson(out, patch, mask, (x1, y1))
+    alpha = mask[..., None]
+    out[y1:y2, x1:x2] = (alpha * patch + (1 - alpha) * region).round().astype(np.uint8)
+    return out
+
+
+def _poisson(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray,
+             origin: tuple[int, int]) -> np.ndarray:
+    binary = (mask > 0.5).astype(np.uint8) * 255
+    binary[0, :] = binary[-1, :] = 0  # seamlessClone needs the mask off the patch border
+    binary[:, 0] = binary[:, -1] = 0
+    if binary.sum() == 0:
+        return frame
+    x, y, w, h = cv2.boundingRect(binary)
+    centre = (origin[0] + x + w // 2, origin[1] + y + h // 2)
+    cloned = cv2.seamlessClone(patch, frame, binary, centre, cv2.NORMAL_CLONE)
+    # keep the feathered edge: blend the cloned result with the frame by the soft mask
+    x1, y1 = origin
+    region = (slice(y1, y1 + mask.shape[0]), slice(x1, x1 + mask.shape[1]))
+    alpha = mask[..., None]
+    out = frame.copy()
+    out[region] = (alpha * cloned[region] + (1 - alpha) * frame[region]).round().astype(np.uint8)
+    return out

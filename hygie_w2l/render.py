@@ -1,0 +1,316 @@
+"""``hygie-w2l render``: a living template video speaks new audio.
+
+Streaming pipeline, one stage per module: template (decode + track, template.py) ->
+generator (batched, generate.py) -> blend (blend.py) -> encoder (media.py). Memory is
+bounded by the batch size whatever the lengths; the output lasts exactly as long as the
+audio; frames without a face, and silent stretches, keep the template's own mouth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import resource
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hygie_w2l import __version__
+from hygie_w2l.atomic import atomic_path, check_writable
+from hygie_w2l.audio import FPS, frame_rms, mel_window, melspectrogram, n_video_frames
+from hygie_w2l.blend import BlendMode, paste
+from hygie_w2l.errors import HygieError
+from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
+from hygie_w2l.generate import film_inputs, to_uint8, wav2lip_inputs
+from hygie_w2l.geometry import (
+    SquareBox,
+    box_affine,
+    generator_mask,
+    invert,
+    placed_box,
+    warp,
+)
+from hygie_w2l.media import DEFAULT_CRF, VideoWriter, load_audio, mux
+from hygie_w2l.models.checkpoint import Checkpoint, load_checkpoint
+from hygie_w2l.runs import pick_device
+from hygie_w2l.template import LoopMode, Template, load_template, template_index
+
+STAGES = ("decode", "track", "generate", "blend", "encode")
+FILM_EDIT_SIZE = 128  # the mouth-crop size of the Wav2Lip paste mask (geometry only)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderConfig:
+    blend: BlendMode = "poisson"
+    loop: LoopMode = "pingpong"
+    start_s: float = 0.0
+    crf: int = DEFAULT_CRF
+    device: str = "auto"
+    engine: Literal["torch", "onnx"] = "torch"
+    batch_size: int = 0  # 0: chosen from the device
+    silence_db: float = -50.0  # frames quieter than this (dBFS RMS) keep the template mouth
+    preview: bool = False
+    hd_retrieval: bool = False
+    fps: float = FPS
+    tracker: TrackerConfig = TrackerConfig()
+
+
+class Timer:
+    """Seconds spent per stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] += now - since
+        return now
+
+
+@dataclasses.dataclass
+class Job:
+    """One output frame on its way through the pipeline."""
+
+    k: int
+    t: int  # template frame
+    frame: np.ndarray
+    generate: bool
+    crop: np.ndarray | None = None
+    m: np.ndarray | None = None  # frame -> crop
+    mask: np.ndarray | None = None  # paste mask in crop coordinates
+
+
+def silence_gate(wav: np.ndarray, n_frames: int, fps: float, threshold_db: float,
+                 hold_frames: int = 3) -> np.ndarray:
+    """(n_frames,) bool, True where the mouth should move. Short pauses (< hold_frames on
+    each side) stay voiced, so the mouth does not snap shut between syllables."""
+    db = 20 * np.log10(np.maximum(frame_rms(wav, n_frames, fps), 1e-9))
+    voiced = db > threshold_db
+    if hold_frames > 0 and voiced.any():
+        kernel = np.ones(2 * hold_frames + 1)
+        voiced = np.convolve(voiced.astype(float), kernel, mode="same") > 0
+    return voiced
+
+
+# ----------------------------------------------------------------------- engines ----
+
+class Engine:
+    """Runs the generator on batches: torch on cpu/cuda/mps, or ONNX Runtime."""
+
+    def __init__(self, ckpt: Checkpoint, config: RenderConfig, workdir: Path) -> None:
+        self.arch = ckpt.arch
+        self.device = pick_device(config.device)
+        self.model = ckpt.model.to(self.device).eval()
+        self.session = None
+        if config.engine == "onnx":
+            from hygie_w2l.export import _require_onnxruntime, export_generator
+
+            ort = _require_onnxruntime()
+            report = export_generator(ckpt.model.cpu(), ckpt.arch, workdir / "generator.onnx")
+            self.session = ort.InferenceSession(str(report.path),
+                                                providers=["CPUExecutionProvider"])
+        self.batch_size = config.batch_size or (64 if self.device.type == "cuda" else 8)
+
+    @torch.no_grad()
+    def __call__(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
+        mel = torch.from_numpy(np.ascontiguousarray(mels))[:, None]
+        if self.session is not None:
+            feeds = {i.name: t.numpy() for i, t in zip(self.session.get_inputs(),
+                                                       (mel, inputs), strict=True)}
+            return to_uint8(torch.from_numpy(self.session.run(None, feeds)[0]))
+        out = self.model(mel.to(self.device), inputs.to(self.device))
+        return to_uint8(out)
+
+
+def crop_size(ckpt: Checkpoint) -> int:
+    return 96 if ckpt.arch == "wav2lip" else int(ckpt.config["size_px"])
+
+
+# -------------------------------------------------------------------- pipeline ----
+
+def _crop_job(job: Job, template: Template, arch: str, size: int) -> None:
+    """Cut the generator's crop and its paste mask from the template frame (training
+    geometry: eye-anchored, smoothed boxes)."""
+    track = template.track
+    assert track.calibration is not None
+    lm = track.landmarks[job.t]
+    mouth = placed_box(lm, track.calibration.mouth)
+    m_mouth = box_affine(mouth, FILM_EDIT_SIZE if arch == "wav2lip" else size)
+    edit = generator_mask(FILM_EDIT_SIZE if arch == "wav2lip" else size)
+    if arch == "wav2lip":
+        job.m = box_affine(SquareBox.from_array(track.boxes[job.t]), size)
+        to_face = job.m @ np.vstack([invert(m_mouth), [0, 0, 1]])
+        job.mask = warp(edit, to_face, (size, size))
+    else:
+        job.m, job.mask = m_mouth, edit
+    job.crop = warp(job.frame, job.m, (size, size))
+
+
+def _batch_inputs(jobs: list[Job], arch: str) -> torch.Tensor:
+    crops = np.stack([j.crop for j in jobs])  # type: ignore[misc]
+    return wav2lip_inputs(crops, crops) if arch == "wav2lip" else film_inputs(crops)
+
+
+def _jobs(template: Template, n_frames: int, voiced: np.ndarray, config: RenderConfig
+          ) -> Iterator[Job]:
+    valid = template.track.valid
+    for k in range(n_frames):
+        t = template_index(k, template.n_frames, config.loop)
+        frame = np.asarray(template.frames[t])
+        yield Job(k, t, frame, bool(valid[t] and voiced[k]))
+
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderSummary:
+    out: Path
+    n_frames: int
+    duration_s: float
+    generated: int
+    no_face: int
+    silent: int
+    stage_seconds: dict[str, float]
+    total_s: float
+    peak_memory_mb: float
+    preview: Path | None
+
+    def table(self) -> str:
+        lines = [f"{'stage':10s}{'seconds':>10s}{'frames/s':>10s}"]
+        for stage in STAGES:
+            s = self.stage_seconds.get(stage, 0.0)
+            lines.append(f"{stage:10s}{s:10.2f}{self.n_frames / max(s, 1e-9):10.1f}")
+        lines.append(f"{'total':10s}{self.total_s:10.2f}{self.n_frames / self.total_s:10.1f}")
+        lines.append(f"peak memory {self.peak_memory_mb:.0f} MB; {self.generated} frames "
+                     f"generated, {self.silent} silent (template mouth kept), "
+                     f"{self.no_face} without a face (passed through)")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["out"], d["preview"] = str(self.out), str(self.preview) if self.preview else None
+        d["frames_per_s"] = self.n_frames / self.total_s
+        return d
+
+
+def _flush(batch: list[Job], engine: Engine, mel: np.ndarray, config: RenderConfig,
+           timer: Timer, size: int) -> None:
+    """Generate the batch's mouths and paste them into their frames (in place)."""
+    todo = [j for j in batch if j.generate]
+    if not todo:
+        return
+    since = time.perf_counter()
+    mels = np.stack([mel_window(mel, j.k, config.fps) for j in todo])
+    generated = engine(_batch_inputs(todo, engine.arch), mels)
+    since = timer.add("generate", since)
+    for job, out in zip(todo, generated, strict=True):
+        assert job.mask is not None and job.m is not None
+        job.frame = paste(job.frame, out, job.mask, job.m, config.blend)
+    timer.add("blend", since)
+
+
+def _metadata(checkpoint: str | Path) -> dict[str, str]:
+    return {"comment": "The mouth region of this video is synthetic (lip-sync by hygie-w2l); "
+                       "made with the consent of the person shown.",
+            "hygie_synthetic_mouth": "1", "hygie_tool": f"hygie-w2l {__version__}",
+            "hygie_checkpoint": Path(checkpoint).name}
+
+
+def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str | Path,
+           config: RenderConfig = RenderConfig(), stats: str | Path | None = None
+           ) -> RenderSummary:
+    started = time.perf_counter()
+    out = check_writable(out)
+    if config.hd_retrieval:
+        raise HygieError("--hd-retrieval needs a mouth library (`hygie-w2l index`), which "
+                         "this version does not build yet; render without it.")
+    ckpt = load_checkpoint(checkpoint, expect=("wav2lip", "film_unet"))
+    wav = load_audio(audio)
+    n_frames = n_video_frames(len(wav), config.fps)
+    mel = melspectrogram(wav)
+    voiced = silence_gate(wav, n_frames, config.fps, config.silence_db)
+    timer = Timer()
+    template = load_template(face, config.fps, config.start_s, config.tracker)
+    timer.seconds.update(template.seconds)
+    try:
+        if not template.track.valid.any():
+            raise NoFaceError(f"{face}: no face found in the template. Give a video or photo "
+                              "where the face is clearly visible.")
+        return _render_frames(template, ckpt, mel, voiced, n_frames, audio, checkpoint, out,
+                              config, timer, started, stats)
+    finally:
+        template.close()
+
+
+def _render_frames(template: Template, ckpt: Checkpoint, mel: np.ndarray, voiced: np.ndarray,
+                   n_frames: int, audio: str | Path, checkpoint: str | Path, out: Path,
+                   config: RenderConfig, timer: Timer, started: float,
+                   stats: str | Path | None) -> RenderSummary:
+    size = crop_size(ckpt)
+    h, w = template.frames.shape[1:3]
+    counts = {"generated": 0, "no_face": 0, "silent": 0}
+    with tempfile.TemporaryDirectory(prefix="hygie-render-", dir=out.parent) as tmp:
+        engine = Engine(ckpt, config, Path(tmp))
+        video = Path(tmp) / "video.mp4"
+        writer = VideoWriter(video, w, h, config.fps, crf=config.crf)
+        side = VideoWriter(Path(tmp) / "preview.mp4", 2 * w, h, config.fps, crf=config.crf) \
+            if config.preview else None
+        batch: list[Job] = []
+        bar = tqdm(total=n_frames, desc="render", unit="frame", disable=None)
+        for job in _jobs(template, n_frames, voiced, config):
+            since = time.perf_counter()
+            if job.generate:
+                _crop_job(job, template, ckpt.arch, size)
+                counts["generated"] += 1
+            else:
+                counts["no_face" if not template.track.valid[job.t] else "silent"] += 1
+            timer.add("blend", since)
+            batch.append(job)
+            if len(batch) == engine.batch_size:
+                _emit(batch, engine, mel, config, timer, size, writer, side, template, bar)
+                batch = []
+        _emit(batch, engine, mel, config, timer, size, writer, side, template, bar)
+        bar.close()
+        since = time.perf_counter()
+        writer.close()
+        mux(video, audio, out, _metadata(checkpoint))
+        preview = None
+        if side is not None:
+            side.close()
+            preview = out.with_name(out.stem + ".preview.mp4")
+            mux(Path(tmp) / "preview.mp4", audio, preview, _metadata(checkpoint))
+        timer.add("encode", since)
+    return _summarise(out, n_frames, counts, timer, started, preview, stats)
+
+
+def _emit(batch: list[Job], engine: Engine, mel: np.ndarray, config: RenderConfig,
+          timer: Timer, size: int, writer: VideoWriter, side: VideoWriter | None,
+          template: Template, bar: tqdm) -> None:
+    _flush(batch, engine, mel, config, timer, size)
+    since = time.perf_counter()
+    for job in batch:
+        writer.write(job.frame)
+        if side is not None:
+            side.write(np.hstack([np.asarray(template.frames[job.t]), job.frame]))
+    timer.add("encode", since)
+    bar.update(len(batch))
+
+
+def _summarise(out: Path, n_frames: int, counts: dict[str, int], timer: Timer,
+               started: float, preview: Path | None, stats: str | Path | None
+               ) -> RenderSummary:
+    seconds = dict(timer.seconds)
+    summary = RenderSummary(out, n_frames, n_frames / FPS, counts["generated"],
+                            counts["no_face"], counts["silent"], seconds,
+                            time.perf_counter() - started,
+                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, preview)
+    if stats is not None:
+        with atomic_path(stats) as tmp:
+            tmp.write_text(json.dumps(summary.to_json(), indent=1))
+    return summary

@@ -1,0 +1,180 @@
+"""What every training run shares: its configuration (presets + flags), its folder
+(``last.pt``, ``best.pt``, ``log.csv``, ``previews/``, ``config.json``), the device and
+threads, the deterministic data stream that makes ``--resume`` exact, and DDP.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from hygie_w2l.atomic import atomic_path
+from hygie_w2l.errors import HygieError
+
+PRESETS = ("quick", "standard", "hq")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    kind: Literal["generator", "expert"] = "generator"
+    arch: str = "film_unet"
+    preset: str = "quick"
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 1e-3
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    preview_every: int = 200
+    eval_batches: int = 4
+    patience: int = 4  # evaluations without improvement before the expert stops
+    film_channels: tuple[int, ...] = (8, 16, 32, 64, 128)
+    gan: bool = False
+    mouth_weight: float = 8.0
+    temporal_weight: float = 1.0
+    sync_weight: float = 0.01  # official: 0.01 without GAN, 0.03 with
+    sync_threshold: float = 0.75  # official rule: sync loss on when val sync loss < this
+    disc_weight: float = 0.07  # official high-quality recipe
+    disc_lr: float = 1e-4
+    init: str | None = None  # checkpoint to start from, "scratch", or None (auto)
+    expert: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+
+
+def load_preset(name: str, kind: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise HygieError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    text = resources.files("hygie_w2l.presets").joinpath(f"{name}.toml").read_text()
+    values = dict(tomllib.loads(text)[kind])
+    if "film_channels" in values:
+        values["film_channels"] = tuple(values["film_channels"])
+    return values
+
+
+def resolve_config(kind: str, preset: str, overrides: Mapping[str, Any]) -> TrainConfig:
+    """Preset values, then every flag the user gave (None means 'not given')."""
+    values: dict[str, Any] = {"kind": kind, "preset": preset, **load_preset(preset, kind)}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("gan") and "sync_weight" not in overrides:
+        values["sync_weight"] = 0.03
+    return TrainConfig(**values)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HygieError("--device cuda: no CUDA GPU is visible; use --device cpu")
+    return torch.device(name)
+
+
+def setup_threads(device: torch.device) -> None:
+    """On the CPU use every core for the maths (PyTorch may default to fewer)."""
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size()))
+
+
+# --------------------------------------------------------------------------- DDP ----
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_distributed(device: torch.device) -> None:
+    """Join the process group that ``torchrun`` describes (one code path for 1 or N)."""
+    if world_size() > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def all_reduce_mean(value: float) -> float:
+    if world_size() == 1 or not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / world_size()
+
+
+# ------------------------------------------------------------------- data stream ----
+
+class IndexStream(Sampler[int]):
+    """Sample indices step * batch * world + rank * batch + i, from ``start_step`` on.
+
+    Datasets seed each item from its index, so the data of step s is the same whether the
+    run went straight through or was resumed at s.
+    """
+
+    def __init__(self, batch_size: int, start_step: int, end_step: int) -> None:
+        self.batch, self.start, self.end = batch_size, start_step, end_step
+
+    def __iter__(self) -> Iterator[int]:
+        w, r = world_size(), rank()
+        for step in range(self.start, self.end):
+            base = (step * w + r) * self.batch
+            yield from range(base, base + self.batch)
+
+    def __len__(self) -> int:
+        return (self.end - self.start) * self.batch
+
+
+def batches(dataset: Dataset, batch_size: int, start_step: int, end_step: int,
+            num_workers: int = 0) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size,
+                      sampler=IndexStream(batch_size, start_step, end_step),
+                      num_workers=num_workers, drop_last=False)
+
+
+# ----------------------------------------------------------------------- run dir ----
+
+class RunDir:
+    """The run folder: config.json, log.csv, previews/, last.pt and best.pt."""
+
+    def __init__(self, path: str | Path, config: TrainConfig, resume: bool,
+                 fields: list[str]) -> None:
+        self.path = Path(path)
+        self.last, self.best = self.path / "last.pt", self.path / "best.pt"
+        if self.last.exists() and not resume:
+            raise HygieError(f"{self.path}: holds a run already. Continue it with --resume, "
+                             "or choose another --out.")
+        if resume and not self.last.exists():
+            raise HygieError(f"{self.path}: nothing to resume (no last.pt). Drop --resume.")
+        if is_main():
+            (self.path / "previews").mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.path / "config.json") as tmp:
+                tmp.write_text(json.dumps(dataclasses.asdict(config), indent=1))
+        self.fields = ["step", "phase", *fields, "lr", "seconds"]
+
+    def log(self, step: int, phase: str, values: Mapping[str, float]) -> None:
+        if not is_main():
+            return
+        row = {"step": step, "phase": phase, **{k: f"{v:.6g}" for k, v in values.items()}}
+        path = self.path / "log.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, restval="")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)

@@ -1,0 +1,147 @@
+"""Rendering: real templates and speech, both checkpoint kinds, exact durations, untouched
+pixels outside the mouth, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from hygie_w2l import media
+from hygie_w2l.geometry import box_affine, generator_mask, invert, placed_box, warp
+from hygie_w2l.models.checkpoint import build_model, save_checkpoint, save_official_layout
+from hygie_w2l.render import RenderConfig, render, silence_gate
+from hygie_w2l.template import load_template, template_index
+from tests.conftest import make_variant, run_cli
+
+
+@pytest.fixture(scope="module")
+def film_ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = build_model("film_unet", {"size_px": 96, "channels": (8, 16, 32, 64, 128)})
+    torch.nn.init.normal_(model.head.weight, std=0.05)  # draw something, not the identity
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "film.pt", model, "film_unet")
+
+
+@pytest.fixture(scope="module")
+def wav2lip_ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return save_official_layout(tmp_path_factory.mktemp("ck") / "wav2lip.pth",
+                                build_model("wav2lip"))
+
+
+def test_pingpong_and_wrap_indices() -> None:
+    assert [template_index(k, 4, "pingpong") for k in range(9)] == [0, 1, 2, 3, 2, 1, 0, 1, 2]
+    assert [template_index(k, 3, "wrap") for k in range(5)] == [0, 1, 2, 0, 1]
+    assert template_index(17, 1, "pingpong") == 0
+
+
+def test_silence_keeps_the_template_mouth() -> None:
+    wav = np.zeros(16000 * 2, np.float32)
+    wav[8000:16000] = 0.3 * np.sin(np.arange(8000) * 0.2)
+    voiced = silence_gate(wav, 50, 25, -50.0, hold_frames=2)
+    assert not voiced[:10].any() and voiced[14:24].all() and not voiced[30:].any()
+
+
+def _duration(path: Path) -> float:
+    return media.probe(path).duration_s
+
+
+def test_feather_leaves_everything_outside_the_mouth_untouched(synth_clip, film_ckpt: Path,
+                                                                tmp_path: Path) -> None:
+    clip, _ = synth_clip
+    out = tmp_path / "out.mp4"
+    summary = render(clip, clip, film_ckpt, out, RenderConfig(blend="feather", device="cpu"))
+    assert summary.generated > 50 and summary.no_face == 0
+    info = media.probe(out)
+    assert (info.video_codec, info.audio_streams[0].codec) == ("h264", "aac")
+    assert abs(info.duration_s - _duration(clip)) <= 1 / 25 + 0.03
+    assert media.read_metadata(out)["hygie_synthetic_mouth"] == "1"
+    template = load_template(clip, 25)
+    try:
+        size = 96
+        changed = 0.0
+        for k, (a, b) in enumerate(zip(media.read_frames(clip), media.read_frames(out),
+                                       strict=True)):
+            lm = template.track.landmarks[k]
+            m = box_affine(placed_box(lm, template.track.calibration.mouth), size)
+            region = warp(generator_mask(size), invert(m), a.shape[:2])
+            outside = cv2.dilate((region > 0.002).astype(np.uint8), np.ones((9, 9))) == 0
+            diff = np.abs(a.astype(int) - b.astype(int)).sum(-1)
+            assert diff[outside].mean() < 1.5, k  # only x264's own rounding
+            changed = max(changed, float(diff[~outside].mean()))
+        assert changed > 3  # and the mouth did change
+    finally:
+        template.close()
+
+
+def test_real_template_pingpongs_under_longer_speech(real_data: Path, wav2lip_ckpt: Path,
+                                                     tmp_path: Path) -> None:
+    out = tmp_path / "office.mp4"
+    stats = tmp_path / "stats.json"
+    run = run_cli("render", "--face", str(real_data / "talk_office_5s.mp4"), "--audio",
+                  str(real_data / "speech_radio_8s.wav"), "--checkpoint", str(wav2lip_ckpt),
+                  "--out", str(out), "--stats", str(stats), "--preview", "--device", "cpu")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert abs(_duration(out) - 8.0) <= 1 / 25 + 0.03
+    data = json.loads(stats.read_text())
+    assert data["n_frames"] == 200 and set(data["stage_seconds"]) >= {
+        "decode", "track", "generate", "blend", "encode"}
+    assert "frames/s" in run.stdout and out.with_name("office.preview.mp4").exists()
+
+
+def test_still_image_with_mp3_speech(real_data: Path, synth_clip, film_ckpt: Path,
+                                     tmp_path: Path) -> None:
+    clip, _ = synth_clip
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), next(media.read_frames(clip)))
+    speech = tmp_path / "speech.mp3"
+    media.run_ffmpeg(["-v", "error", "-i", str(real_data / "speech_abstract_33s.mp3"), "-t",
+                      "6", "-y", str(speech)], "cut")
+    out = tmp_path / "still.mp4"
+    summary = render(photo, speech, film_ckpt, out, RenderConfig(device="cpu"))
+    assert abs(_duration(out) - _duration(speech)) <= 1 / 25 + 0.03
+    assert summary.generated + summary.silent == summary.n_frames
+
+
+def test_frames_without_a_face_pass_through_and_are_counted(synth_clip, film_ckpt: Path,
+                                                            tmp_path: Path) -> None:
+    clip, _ = synth_clip
+    gaps = make_variant(clip, tmp_path / "gaps.mp4",
+                        lambda f, i: np.full_like(f, 70) if 40 <= i < 60 else f)
+    summary = render(gaps, clip, film_ckpt, tmp_path / "o.mp4",
+                     RenderConfig(blend="feather", device="cpu"))
+    assert summary.no_face == 20
+
+
+def test_bad_inputs_exit_2_with_the_file_named(synth_clip, film_ckpt: Path,
+                                               tmp_path: Path) -> None:
+    clip, _ = synth_clip
+    blank = make_variant(clip, tmp_path / "noface.mp4", lambda f, i: np.full_like(f, 90))
+    corrupt = tmp_path / "speech.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 10)
+    readonly = tmp_path / "ro.mp4"
+    readonly.write_bytes(b"x")
+    readonly.chmod(0o444)
+    cases = [(blank, clip, tmp_path / "a.mp4", "noface.mp4: no face found"),
+             (clip, corrupt, tmp_path / "b.mp4", "speech.wav"),
+             (clip, clip, tmp_path / "missing" / "c.mp4", "does not exist"),
+             (clip, clip, tmp_path, "is a folder")]
+    for face, audio, out, message in cases:
+        run = run_cli("render", "--face", str(face), "--audio", str(audio), "--checkpoint",
+                      str(film_ckpt), "--out", str(out), "--device", "cpu")
+        assert run.returncode == 2 and message in run.stderr, (message, run.stderr[-500:])
+
+
+def test_a_wrong_checkpoint_is_refused(synth_clip, tmp_path: Path) -> None:
+    clip, _ = synth_clip
+    expert = save_official_layout(tmp_path / "expert.pth", build_model("syncnet_color"))
+    run = run_cli("render", "--face", str(clip), "--audio", str(clip), "--checkpoint",
+                  str(expert), "--out", str(tmp_path / "o.mp4"))
+    assert run.returncode == 2 and "syncnet_color checkpoint" in run.stderr
+    sf.write(tmp_path / "x.wav", np.zeros(100, np.float32), 16000)
