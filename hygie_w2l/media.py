@@ -122,7 +122,7 @@ def mux_args(video: str | Path, audio: str | Path, out: str | Path,
     if audio_start_s > 0:
         args += ["-ss", f"{audio_start_s:.6f}"]
     args += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-             "-c:a", "aac", "-b:a", "192k", "-shortest"]
+             "-c:a", "aac", "-b:a", "192k"]  # no -shortest: it drops the last frames
     for key, value in (metadata or {}).items():
         args += ["-metadata", f"{key}={value}"]
     # use_metadata_tags keeps custom keys (not only title/comment/...) in the mp4 header.

@@ -66,16 +66,18 @@ def test_feather_leaves_everything_outside_the_mouth_untouched(synth_clip, film_
     try:
         size = 96
         changed = 0.0
+        assert info.n_frames == summary.n_frames  # every rendered frame is in the file
         for k, (a, b) in enumerate(zip(media.read_frames(clip), media.read_frames(out),
-                                       strict=True)):
+                                       strict=False)):
             lm = template.track.landmarks[k]
             m = box_affine(placed_box(lm, template.track.calibration.mouth), size)
             region = warp(generator_mask(size), invert(m), a.shape[:2])
             outside = cv2.dilate((region > 0.002).astype(np.uint8), np.ones((9, 9))) == 0
-            diff = np.abs(a.astype(int) - b.astype(int)).sum(-1)
-            assert diff[outside].mean() < 1.5, k  # only x264's own rounding
+            diff = np.abs(a.astype(int) - b.astype(int)).mean(-1)  # per channel, 0..255
+            assert diff[outside].mean() < 2.0, k  # only the re-encoding's rounding
+            assert np.percentile(diff[outside], 99) < 8, k
             changed = max(changed, float(diff[~outside].mean()))
-        assert changed > 3  # and the mouth did change
+        assert changed > 4  # and the mouth did change
     finally:
         template.close()
 

@@ -59,22 +59,27 @@ def test_the_expert_beats_chance_on_held_out_frames(dataset: Path, tmp_path: Pat
 
 def test_film_unet_learns_the_held_out_mouth_from_audio(long_clip, dataset: Path,
                                                          tmp_path: Path) -> None:
+    """Held-out speech drawn on one still training frame (nothing of the real mouth is
+    visible to the network or to the measurement): the mouth follows the true audio, and
+    not a wrong one."""
     video, truth = long_clip
-    config = _config("generator", arch="film_unet", steps=250, eval_every=250,
-                     checkpoint_every=250, preview_every=250, init="scratch")
+    config = _config("generator", arch="film_unet", steps=400, eval_every=400,
+                     checkpoint_every=400, preview_every=400, init="scratch")
     summary = train_generator(dataset, tmp_path / "run", config)
     log = [line.split(",") for line in (tmp_path / "run" / "log.csv").read_text().splitlines()]
-    header = log[0]
-    first_train = dict(zip(header, log[1], strict=True))
-    assert summary.best_val < 0.6 * float(first_train["mouth_l1"]), summary
-    assert (tmp_path / "run" / "previews" / "step_0000250.png").exists()
+    first_train = dict(zip(log[0], log[1], strict=True))
+    assert summary.best_val < 0.7 * float(first_train["mouth_l1"]), summary
+    assert (tmp_path / "run" / "previews" / "step_0000400.png").exists()
     data = PreparedDataset(dataset)
     frames = list(range(*data.split.val))
-    generated, real = held_out_openings(load_checkpoint(tmp_path / "run").model, data, video,
-                                        frames)
+    model = load_checkpoint(tmp_path / "run").model
+    opening = np.asarray(truth["opening"])[frames]
+    generated, _ = held_out_openings(model, data, video, frames)
     assert (~np.isnan(generated)).mean() > 0.95
-    r = pearson(generated, np.asarray(truth["opening"])[frames])
-    assert r > 0.5, r
+    data.mel = np.roll(data.mel, data.mel.shape[1] // 3, axis=1)  # someone else's words
+    wrong, _ = held_out_openings(model, data, video, frames)
+    r_true, r_wrong = pearson(generated, opening), pearson(wrong, opening)
+    assert r_true > 0.5 and r_true > r_wrong + 0.25, (r_true, r_wrong)
 
 
 def test_resume_continues_exactly(dataset: Path, tmp_path: Path) -> None:
