@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hygie_w2l.errors import HygieError
-from hygie_w2l.geometry import BoxCalibration, calibrate_boxes, placed_box
+from hygie_w2l.geometry import BoxCalibration, calibrate_boxes, eye_indices, placed_box
 from hygie_w2l.types import Frame, Landmarks
 
 # MediaPipe logs through absl/glog to stderr; keep the terminal for our own progress bars.
@@ -241,12 +241,8 @@ def _eye_centres(points: np.ndarray) -> np.ndarray:
     if len(points) == 68:
         left, right = points[36:42], points[42:48]  # iBUG 68-point layout
     else:
-        from mediapipe.python.solutions.face_mesh_connections import (
-            FACEMESH_LEFT_EYE,
-            FACEMESH_RIGHT_EYE,
-        )
-        left = points[sorted({i for e in FACEMESH_RIGHT_EYE for i in e})]  # image left
-        right = points[sorted({i for e in FACEMESH_LEFT_EYE for i in e})]
+        left_idx, right_idx = eye_indices()
+        left, right = points[left_idx], points[right_idx]
     return np.stack([left[:, :2].mean(0), right[:, :2].mean(0)])
 
 

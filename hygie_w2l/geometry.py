@@ -26,6 +26,7 @@ lip hull is used only to weight the loss and to measure.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import cv2
 import numpy as np
@@ -90,17 +91,23 @@ def mouth_box(landmarks: Landmarks) -> SquareBox:
     return SquareBox((x0 + x1) / 2, (y0 + y1) / 2, side)
 
 
+@functools.cache
+def eye_indices() -> tuple[list[int], list[int]]:
+    """MediaPipe's eye rings (image-left eye first: the person's right eye)."""
+    from mediapipe.python.solutions.face_mesh_connections import (
+        FACEMESH_LEFT_EYE,
+        FACEMESH_RIGHT_EYE,
+    )
+    return (sorted({i for e in FACEMESH_RIGHT_EYE for i in e}),
+            sorted({i for e in FACEMESH_LEFT_EYE for i in e}))
+
+
 def _eye_corners(landmarks: Landmarks) -> np.ndarray:
     """(2, 2, 2): for each eye, its two corners (the ring's farthest pair), image-left first."""
     if len(landmarks) == 68:
         rings = [landmarks[36:42], landmarks[42:48]]  # iBUG layout
     else:
-        from mediapipe.python.solutions.face_mesh_connections import (
-            FACEMESH_LEFT_EYE,
-            FACEMESH_RIGHT_EYE,
-        )
-        rings = [landmarks[sorted({i for e in conn for i in e})]
-                 for conn in (FACEMESH_RIGHT_EYE, FACEMESH_LEFT_EYE)]
+        rings = [landmarks[idx] for idx in eye_indices()]
     corners = []
     for ring in rings:
         ring = ring[:, :2]

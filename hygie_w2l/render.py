@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -199,17 +200,24 @@ class RenderSummary:
         return d
 
 
-def _flush(batch: list[Job], engine: Engine, mel: np.ndarray, config: RenderConfig,
-           timer: Timer, size: int) -> None:
-    """Generate the batch's mouths and paste them into their frames (in place)."""
+def _generate(batch: list[Job], engine: Engine, mel: np.ndarray, config: RenderConfig,
+              timer: Timer) -> np.ndarray | None:
+    """The batch's generated crops (runs in the generator thread)."""
     todo = [j for j in batch if j.generate]
     if not todo:
-        return
+        return None
     since = time.perf_counter()
     mels = np.stack([mel_window(mel, j.k, config.fps) for j in todo])
     generated = engine(_batch_inputs(todo, engine.arch), mels)
-    since = timer.add("generate", since)
-    for job, out in zip(todo, generated, strict=True):
+    timer.add("generate", since)
+    return generated
+
+
+def _paste_all(batch: list[Job], generated: np.ndarray | None, config: RenderConfig,
+               timer: Timer) -> None:
+    since = time.perf_counter()
+    todo = [j for j in batch if j.generate]
+    for job, out in zip(todo, generated if generated is not None else [], strict=True):
         assert job.mask is not None and job.m is not None
         job.frame = paste(job.frame, out, job.mask, job.m, config.blend)
     timer.add("blend", since)
@@ -236,7 +244,8 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
     mel = melspectrogram(wav)
     voiced = silence_gate(wav, n_frames, config.fps, config.silence_db)
     timer = Timer()
-    template = load_template(face, config.fps, config.start_s, config.tracker)
+    template = load_template(face, config.fps, config.start_s, config.tracker,
+                             max_frames=n_frames)
     timer.seconds.update(template.seconds)
     try:
         if not template.track.valid.any():
@@ -253,7 +262,7 @@ def _render_frames(template: Template, ckpt: Checkpoint, mel: np.ndarray, voiced
                    config: RenderConfig, timer: Timer, started: float,
                    stats: str | Path | None) -> RenderSummary:
     size = crop_size(ckpt)
-    h, w = template.frames.shape[1:3]
+    h, w = template.frames.shape[1], template.frames.shape[2]
     counts = {"generated": 0, "no_face": 0, "silent": 0}
     with tempfile.TemporaryDirectory(prefix="hygie-render-", dir=out.parent) as tmp:
         engine = Engine(ckpt, config, Path(tmp))
@@ -261,21 +270,26 @@ def _render_frames(template: Template, ckpt: Checkpoint, mel: np.ndarray, voiced
         writer = VideoWriter(video, w, h, config.fps, crf=config.crf)
         side = VideoWriter(Path(tmp) / "preview.mp4", 2 * w, h, config.fps, crf=config.crf) \
             if config.preview else None
-        batch: list[Job] = []
         bar = tqdm(total=n_frames, desc="render", unit="frame", disable=None)
-        for job in _jobs(template, n_frames, voiced, config):
-            since = time.perf_counter()
-            if job.generate:
-                _crop_job(job, template, ckpt.arch, size)
-                counts["generated"] += 1
-            else:
-                counts["no_face" if not template.track.valid[job.t] else "silent"] += 1
-            timer.add("blend", since)
-            batch.append(job)
-            if len(batch) == engine.batch_size:
-                _emit(batch, engine, mel, config, timer, size, writer, side, template, bar)
-                batch = []
-        _emit(batch, engine, mel, config, timer, size, writer, side, template, bar)
+        # The generator runs in its own thread on batch b while this one crops batch b+1
+        # and blends/encodes batch b-1 (torch and ONNX Runtime release the GIL).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending: tuple[list[Job], Future] | None = None
+            for batch in _batches(template, n_frames, voiced, config, engine.batch_size):
+                since = time.perf_counter()
+                for job in batch:
+                    if job.generate:
+                        _crop_job(job, template, ckpt.arch, size)
+                        counts["generated"] += 1
+                    else:
+                        counts["no_face" if not template.track.valid[job.t] else "silent"] += 1
+                timer.add("blend", since)
+                future = pool.submit(_generate, batch, engine, mel, config, timer)
+                if pending is not None:
+                    _emit(*pending, config, timer, writer, side, template, bar)
+                pending = (batch, future)
+            if pending is not None:
+                _emit(*pending, config, timer, writer, side, template, bar)
         bar.close()
         since = time.perf_counter()
         writer.close()
@@ -289,10 +303,21 @@ def _render_frames(template: Template, ckpt: Checkpoint, mel: np.ndarray, voiced
     return _summarise(out, n_frames, counts, timer, started, preview, stats)
 
 
-def _emit(batch: list[Job], engine: Engine, mel: np.ndarray, config: RenderConfig,
-          timer: Timer, size: int, writer: VideoWriter, side: VideoWriter | None,
-          template: Template, bar: tqdm) -> None:
-    _flush(batch, engine, mel, config, timer, size)
+def _batches(template: Template, n_frames: int, voiced: np.ndarray, config: RenderConfig,
+             size: int) -> Iterator[list[Job]]:
+    batch: list[Job] = []
+    for job in _jobs(template, n_frames, voiced, config):
+        batch.append(job)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _emit(batch: list[Job], future: Future, config: RenderConfig, timer: Timer,
+          writer: VideoWriter, side: VideoWriter | None, template: Template, bar: tqdm) -> None:
+    _paste_all(batch, future.result(), config, timer)
     since = time.perf_counter()
     for job in batch:
         writer.write(job.frame)

@@ -1,15 +1,17 @@
 """The living template: a video (or a still image) whose frames carry blinks, breathing and
 head motion, played for as long as the new audio lasts.
 
-The video is decoded once, at the output frame rate, into a raw uint8 file in a temporary
-folder (disk, not memory) and tracked on the way; frames are then read back by index, so a
-template shorter than the audio plays forwards then backwards (ping-pong: no jump cut) or
-loops (wrap), and memory stays bounded whatever the lengths.
+The video is decoded once, at the output frame rate and only as far as it will be shown,
+into a raw uint8 file in a temporary folder (disk, not memory) and tracked on the way;
+frames are then read back by index, so a template shorter than the audio plays forwards
+then backwards (ping-pong: no jump cut) or loops (wrap), and memory stays bounded whatever
+the lengths.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,9 +39,29 @@ def template_index(k: int, n: int, loop: LoopMode) -> int:
     return r if r < n else period - r
 
 
+class RawFrames:
+    """Frames in a raw file, read back one by one with pread: only the frame in hand is in
+    memory (a memmap would count every page it touched as resident)."""
+
+    def __init__(self, path: Path, n: int, shape: tuple[int, int, int]) -> None:
+        self.path, self.shape = path, (n, *shape)
+        self._size = int(np.prod(shape))
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        buf = os.pread(self._fd, self._size, t * self._size)
+        return np.frombuffer(buf, np.uint8).reshape(self.shape[1:])
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 @dataclasses.dataclass
 class Template:
-    frames: np.memmap | np.ndarray  # (n, H, W, 3) uint8 BGR
+    frames: RawFrames | np.ndarray  # (n, H, W, 3) uint8 BGR
     track: Track
     fps: float
     tmpdir: tempfile.TemporaryDirectory | None = None
@@ -50,14 +72,17 @@ class Template:
         return len(self.frames)
 
     def close(self) -> None:
+        if isinstance(self.frames, RawFrames):
+            self.frames.close()
         if self.tmpdir is not None:
-            del self.frames
             self.tmpdir.cleanup()
 
 
 def load_template(path: str | Path, fps: float, start_s: float = 0.0,
-                  config: TrackerConfig = TrackerConfig()) -> Template:
-    """Decode (to a temporary raw file) and track a template video or image."""
+                  config: TrackerConfig = TrackerConfig(), max_frames: int | None = None
+                  ) -> Template:
+    """Decode (to a temporary raw file) and track a template video or image; with
+    ``max_frames``, only as many frames as will be shown."""
     path = Path(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         image: np.ndarray | None = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -76,7 +101,9 @@ def load_template(path: str | Path, fps: float, start_s: float = 0.0,
     tmpdir = tempfile.TemporaryDirectory(prefix="hygie-template-")
     raw = Path(tmpdir.name) / "frames.u8"
     n_max = int(np.ceil((info.duration_s - start_s) * fps)) + 2
-    store = np.lib.format.open_memmap(raw, "w+", np.uint8, (n_max, info.height, info.width, 3))
+    if max_frames is not None:
+        n_max = min(n_max, max_frames)
+    store = raw.open("wb")
     tracker = FaceTracker(config)
     points: list[np.ndarray | None] = []
     statuses: list[int] = []
@@ -86,7 +113,7 @@ def load_template(path: str | Path, fps: float, start_s: float = 0.0,
     for frame in read_frames(path, fps=fps, start_s=start_s, info=info):
         if n == n_max:
             break
-        store[n] = frame
+        store.write(frame.tobytes())
         now = time.perf_counter()
         seconds["decode"] += now - since
         p, s = tracker.step(frame)
@@ -96,11 +123,11 @@ def load_template(path: str | Path, fps: float, start_s: float = 0.0,
         since = time.perf_counter()
         seconds["track"] += since - now
     tracker.close()
+    store.close()
     if n == 0:
         tmpdir.cleanup()
         raise InputFileError(path, f"no frame after --start {start_s:g} s",
                              "Use a smaller --start.")
-    store.flush()
-    return Template(store[:n], tracks_from_points(points, statuses, fps, config,
-                                                   tracker.multi_face_frames), fps, tmpdir,
+    track = tracks_from_points(points, statuses, fps, config, tracker.multi_face_frames)
+    return Template(RawFrames(raw, n, (info.height, info.width, 3)), track, fps, tmpdir,
                     seconds)
