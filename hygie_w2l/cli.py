@@ -259,7 +259,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from hygie_w2l.render import RenderConfig, render
 
     config = RenderConfig(blend=args.blend, loop=args.loop, start_s=args.start, crf=args.crf,
-                          device=args.device, engine=args.engine, batch_size=args.batch_size,
+                          device=args.device, engine=args.engine, int8=args.int8,
+                          batch_size=args.batch_size,
                           silence_db=args.silence_db, preview=args.preview,
                           hd_retrieval=args.hd_retrieval)
     summary = render(args.face, args.audio, args.checkpoint, args.out, config, args.stats)
@@ -282,6 +283,8 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crf", type=int, default=17, help="x264 quality (lower is better)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--int8", action="store_true",
+                   help="with --engine onnx: dynamically quantised 8-bit weights")
     p.add_argument("--batch-size", type=int, default=0, help="0: chosen for the device")
     p.add_argument("--silence-db", type=float, default=-50.0,
                    help="quieter frames keep the template's mouth (dBFS)")

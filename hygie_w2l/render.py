@@ -55,6 +55,7 @@ class RenderConfig:
     crf: int = DEFAULT_CRF
     device: str = "auto"
     engine: Literal["torch", "onnx"] = "torch"
+    int8: bool = False  # with the onnx engine: dynamically quantised 8-bit weights
     batch_size: int = 0  # 0: chosen from the device
     silence_db: float = -50.0  # frames quieter than this (dBFS RMS) keep the template mouth
     preview: bool = False
@@ -114,9 +115,10 @@ class Engine:
             from hygie_w2l.export import _require_onnxruntime, export_generator
 
             ort = _require_onnxruntime()
-            report = export_generator(ckpt.model.cpu(), ckpt.arch, workdir / "generator.onnx")
-            self.session = ort.InferenceSession(str(report.path),
-                                                providers=["CPUExecutionProvider"])
+            report = export_generator(ckpt.model.cpu(), ckpt.arch, workdir / "generator.onnx",
+                                      int8=config.int8)
+            path = report.int8_path if config.int8 else report.path
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.batch_size = config.batch_size or (64 if self.device.type == "cuda" else 8)
 
     @torch.no_grad()
@@ -235,6 +237,8 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
            ) -> RenderSummary:
     started = time.perf_counter()
     out = check_writable(out)
+    if config.int8 and config.engine != "onnx":
+        raise HygieError("--int8 quantises the ONNX engine's weights: add --engine onnx.")
     if config.hd_retrieval:
         raise HygieError("--hd-retrieval needs a mouth library (`hygie-w2l index`), which "
                          "this version does not build yet; render without it.")

@@ -149,6 +149,15 @@ def batches(dataset: Dataset, batch_size: int, start_step: int, end_step: int,
 
 # ----------------------------------------------------------------------- run dir ----
 
+def _tensorboard(path: Path):  # type: ignore[no-untyped-def]
+    """A TensorBoard writer in the run folder when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(path / "tensorboard"))
+
+
 class RunDir:
     """The run folder: config.json, log.csv, previews/, last.pt and best.pt."""
 
@@ -166,6 +175,7 @@ class RunDir:
             with atomic_path(self.path / "config.json") as tmp:
                 tmp.write_text(json.dumps(dataclasses.asdict(config), indent=1))
         self.fields = ["step", "phase", *fields, "lr", "seconds"]
+        self._board = _tensorboard(self.path) if is_main() else None
 
     def log(self, step: int, phase: str, values: Mapping[str, float]) -> None:
         if not is_main():
@@ -173,6 +183,9 @@ class RunDir:
         row = {"step": step, "phase": phase, **{k: f"{v:.6g}" for k, v in values.items()}}
         path = self.path / "log.csv"
         new = not path.exists()
+        if self._board is not None:
+            for k, v in values.items():
+                self._board.add_scalar(f"{phase}/{k}", v, step)
         with path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.fields, restval="")
             if new:
