@@ -47,8 +47,8 @@ def _config(kind: str, **overrides):  # type: ignore[no-untyped-def]
 
 
 def test_the_expert_beats_chance_on_held_out_frames(dataset: Path, tmp_path: Path) -> None:
-    config = _config("expert", arch="syncnet_color", steps=40, batch_size=8, lr=1e-3,
-                     eval_every=20, checkpoint_every=40, eval_batches=16, init="scratch")
+    config = _config("expert", arch="syncnet_color", steps=100, batch_size=8, lr=1e-3,
+                     eval_every=25, checkpoint_every=100, eval_batches=16, init="scratch")
     summary = train_sync(dataset, tmp_path / "expert", config)
     assert "from scratch" in summary.init
     # 128 held-out pairs, half in sync: chance is 0.5 (p < 0.01 for >= 0.61)
