@@ -352,9 +352,3 @@ def tracks_from_points(points: list[np.ndarray | None], statuses: list[int], fps
         pose[i] = head_pose_deg(arr[i])
     return Track(landmarks, status, raw, smooth_boxes(raw, fps, config), pose,
                  multi_face_frames, fps, calibration)
-
-
-def detect_all(frames: Iterable[Frame], video: bool = True) -> list[Landmarks | None]:
-    """Landmarks of every frame of a stream (None where no face is found), no smoothing."""
-    with FaceMeshDetector(video=video) as detector:
-        return [detector.detect(frame) for frame in frames]

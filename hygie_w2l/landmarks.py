@@ -42,12 +42,6 @@ def lip_rings() -> tuple[tuple[int, ...], tuple[int, ...]]:
     return rings[0], rings[1]
 
 
-def lip_indices() -> tuple[int, ...]:
-    """All lip landmark indices (both rings), sorted."""
-    a, b = lip_rings()
-    return tuple(sorted(a + b))
-
-
 def polygon_area(points: np.ndarray) -> float:
     x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
