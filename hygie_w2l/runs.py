@@ -84,6 +84,21 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def start_run(config: TrainConfig) -> torch.device:
+    """Device, process group, threads and seed: the set-up every training run shares."""
+    device = pick_device(config.device)
+    init_distributed(device)
+    setup_threads(device)
+    torch.manual_seed(config.seed)
+    return device
+
+
+def data_seeds(config: TrainConfig) -> tuple[int, int]:
+    """(train, validation) dataset seeds: each process draws its own training samples; the
+    validation samples are the same for every process and every evaluation."""
+    return config.seed * 1000 + rank(), 10**6 + config.seed
+
+
 def setup_threads(device: torch.device) -> None:
     """On the CPU use every core for the maths (PyTorch may default to fewer)."""
     if device.type == "cpu":
@@ -108,6 +123,13 @@ def init_distributed(device: torch.device) -> None:
     """Join the process group that ``torchrun`` describes (one code path for 1 or N)."""
     if world_size() > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    inner = getattr(model, "module", model)
+    assert isinstance(inner, torch.nn.Module)
+    return inner
 
 
 def all_reduce_mean(value: float) -> float:

@@ -28,10 +28,10 @@ from hygie_w2l.runs import (
     TrainConfig,
     all_reduce_mean,
     batches,
-    init_distributed,
+    data_seeds,
     is_main,
-    pick_device,
-    setup_threads,
+    start_run,
+    unwrap,
 )
 
 OFFICIAL_DIR = Path("checkpoints")
@@ -210,13 +210,6 @@ def restore_run(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
     return State(ckpt.step, float(ckpt.extra["best_val"]), bool(ckpt.extra["sync_on"]))
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    inner = getattr(model, "module", model)
-    assert isinstance(inner, nn.Module)
-    return inner
-
-
 # ------------------------------------------------------------------------- main ----
 
 @dataclasses.dataclass(frozen=True)
@@ -230,11 +223,10 @@ class TrainSummary:
 
 def _datasets(data: PreparedDataset, config: TrainConfig
               ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-    from hygie_w2l.runs import rank
-
     cls = MouthCropDataset if config.arch == "film_unet" else GeneratorDataset
-    train = cls(data, "train", length=10**9, seed=config.seed * 1000 + rank())
-    return train, cls(data, "val", length=10**9, seed=10**6 + config.seed)
+    train_seed, val_seed = data_seeds(config)
+    return (cls(data, "train", length=10**9, seed=train_seed),
+            cls(data, "val", length=10**9, seed=val_seed))
 
 
 def _autocast(device: torch.device):  # type: ignore[no-untyped-def]
@@ -260,10 +252,7 @@ def _eval_and_keep_best(model, val_set, config, state, expert, device, run, opt,
 def train_generator(dataset: str | Path, out: str | Path, config: TrainConfig,
                     resume: bool = False) -> TrainSummary:
     # Set-up: device, threads, process group, seed.
-    device = pick_device(config.device)
-    init_distributed(device)
-    setup_threads(device)
-    torch.manual_seed(config.seed)
+    device = start_run(config)
     data = PreparedDataset(dataset)
     train_set, val_set = _datasets(data, config)
     # Models: the generator, the frozen expert, the optional discriminator.

@@ -25,12 +25,11 @@ from hygie_w2l.runs import (
     TrainConfig,
     all_reduce_mean,
     batches,
-    init_distributed,
+    data_seeds,
     is_main,
-    pick_device,
-    setup_threads,
+    start_run,
+    unwrap,
 )
-from hygie_w2l.train import unwrap
 
 OFFICIAL_EXPERT = Path("checkpoints/lipsync_expert.pth")
 
@@ -92,15 +91,11 @@ def _save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int,
 def train_sync(dataset: str | Path, out: str | Path, config: TrainConfig,
                resume: bool = False) -> SyncSummary:
     # Set-up, data, model, optimiser.
-    device = pick_device(config.device)
-    init_distributed(device)
-    setup_threads(device)
-    torch.manual_seed(config.seed)
+    device = start_run(config)
     data = PreparedDataset(dataset)
-    from hygie_w2l.runs import rank
-
-    train_set = SyncDataset(data, "train", length=10**9, seed=config.seed * 1000 + rank())
-    val_set = SyncDataset(data, "val", length=10**9, seed=10**6 + config.seed)
+    train_seed, val_seed = data_seeds(config)
+    train_set = SyncDataset(data, "train", length=10**9, seed=train_seed)
+    val_set = SyncDataset(data, "val", length=10**9, seed=val_seed)
     model, init_note = init_expert(config)
     model = model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
