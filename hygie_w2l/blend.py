@@ -63,18 +63,28 @@ def paste(frame: np.ndarray, crop: np.ndarray, crop_mask: np.ndarray, m: Affine,
     frame (H, W, 3) uint8; crop (S, S, 3) uint8; crop_mask (S, S) float32 in [0, 1];
     m: frame -> crop 2x3 matrix.
     """
-    out = frame.copy()
     placed = unwarp(crop, crop_mask, m, (frame.shape[0], frame.shape[1]))
     if placed is None:
-        return out
-    patch, mask, (x1, y1, x2, y2) = placed
-    region = out[y1:y2, x1:x2]
+        return frame.copy()
+    patch, mask, (x1, y1, _, _) = placed
+    return blend_region(frame, patch, mask, (x1, y1), mode, colour_correct)
+
+
+def blend_region(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray,
+                 origin: tuple[int, int], mode: BlendMode = "feather",
+                 colour_correct: bool = True) -> np.ndarray:
+    """``frame`` with ``patch`` (h, w, 3) blended in by ``mask`` (h, w) in [0, 1] at
+    ``origin`` (x, y): the shared last step of the generator's paste and of HD retrieval."""
+    x1, y1 = origin
+    region = frame[y1:y1 + mask.shape[0], x1:x1 + mask.shape[1]]
     if colour_correct:
         patch = match_colour(patch, region, mask)
     if mode == "poisson":
-        return _poisson(out, patch, mask, (x1, y1))
+        return _poisson(frame, patch, mask, (x1, y1))
+    out = frame.copy()
     alpha = mask[..., None]
-    out[y1:y2, x1:x2] = (alpha * patch + (1 - alpha) * region).round().astype(np.uint8)
+    out[y1:y1 + mask.shape[0], x1:x1 + mask.shape[1]] = (
+        alpha * patch + (1 - alpha) * region).round().astype(np.uint8)
     return out
 
 

@@ -257,16 +257,77 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from hygie_w2l.render import RenderConfig, render
+    from hygie_w2l.retrieval import HDConfig, default_library
 
+    hd = None
+    if args.hd_retrieval:
+        hd = HDConfig(index=args.index or default_library(args.checkpoint),
+                      strength=args.hd_strength, lips=args.hd_lips)
+    elif args.index is not None:
+        raise HygieError("--index is the library of --hd-retrieval: add --hd-retrieval.")
     config = RenderConfig(blend=args.blend, loop=args.loop, start_s=args.start, crf=args.crf,
                           device=args.device, engine=args.engine, int8=args.int8,
                           batch_size=args.batch_size,
                           silence_db=args.silence_db, preview=args.preview,
-                          hd_retrieval=args.hd_retrieval)
+                          hd=hd)
     summary = render(args.face, args.audio, args.checkpoint, args.out, config, args.stats)
     print(summary.table())
     print(f"wrote {summary.out}" + (f" and {summary.preview}" if summary.preview else ""))
     return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from hygie_w2l.retrieval import IndexConfig, build_index
+
+    config = IndexConfig(pca_dims=args.pca_dims, appearance_weight=args.appearance_weight,
+                         split=args.split)
+    print(build_index(args.datasets, args.out, config).text())
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from hygie_w2l.evaluate import EvalConfig, evaluate
+    from hygie_w2l.retrieval import HDConfig
+
+    hd = HDConfig(index=args.index, lips=args.hd_lips) if args.index else None
+    config = EvalConfig(blend=args.blend, max_frames=args.max_frames, hd=hd,
+                        expert=args.expert, side_by_side=not args.no_video)
+    report = evaluate(args.dataset, args.checkpoint, args.out, config)
+    print(report.table())
+    for note in report.metrics["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {report.out}/report.md, metrics.json, plots"
+          + ("" if args.no_video else ", side_by_side.mp4"))
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="score a generator on a dataset's held-out split")
+    p.add_argument("dataset", type=Path, help="dataset folder from prepare")
+    p.add_argument("--checkpoint", required=True, type=Path,
+                   help="generator checkpoint or run folder")
+    p.add_argument("--out", required=True, type=Path, help="report folder")
+    p.add_argument("--index", type=Path, help="mouth library: also score generated+HD")
+    p.add_argument("--hd-lips", action="store_true", help="HD replaces the lips too")
+    p.add_argument("--expert", type=Path,
+                   help="lip-sync expert for the sync score when syncnet_v2.model is absent "
+                        "(default: the run's expert, else checkpoints/lipsync_expert.pth)")
+    p.add_argument("--blend", choices=["poisson", "feather"], default="poisson")
+    p.add_argument("--max-frames", type=int, default=250, help="held-out frames scored")
+    p.add_argument("--no-video", action="store_true", help="skip the side-by-side video")
+    p.set_defaults(handler=_cmd_eval)
+
+
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build the HD mouth library of prepared dataset(s)")
+    p.add_argument("datasets", nargs="+", type=Path, help="dataset folder(s) from prepare")
+    p.add_argument("--out", required=True, type=Path, help="library folder, e.g. retrieval/NAME")
+    p.add_argument("--split", choices=["train", "all"], default="train",
+                   help="frames that enter the library (default: the training split)")
+    p.add_argument("--pca-dims", type=int, default=16, help="appearance code size")
+    p.add_argument("--appearance-weight", type=float,
+                   help="weight of appearance vs lip shape (default: tuned on held-out frames)")
+    p.set_defaults(handler=_cmd_index)
 
 
 def _add_render(sub: argparse._SubParsersAction) -> None:
@@ -291,6 +352,12 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", action="store_true", help="also write a side-by-side video")
     p.add_argument("--hd-retrieval", action="store_true",
                    help="replace teeth/tongue with the person's own HD mouths (needs an index)")
+    p.add_argument("--index", type=Path,
+                   help="mouth library (default: retrieval/NAME of the checkpoint's run)")
+    p.add_argument("--hd-strength", type=float, default=1.0,
+                   help="0..1: mix of generated (0) and retrieved (1) pixels")
+    p.add_argument("--hd-lips", action="store_true",
+                   help="replace the lips too, not only teeth and tongue")
     p.add_argument("--stats", type=Path, help="write per-stage timings as JSON")
     p.set_defaults(handler=_cmd_render)
 
@@ -318,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hygie-w2l {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_doctor, _add_info, _add_synth, _add_weights, _add_export, _add_probe,
-                _add_prepare, _add_train, _add_render):
+                _add_prepare, _add_train, _add_index, _add_render, _add_eval):
         add(sub)
     return parser
 

@@ -40,10 +40,11 @@ from hygie_w2l.geometry import (
 )
 from hygie_w2l.media import DEFAULT_CRF, VideoWriter, load_audio, mux
 from hygie_w2l.models.checkpoint import Checkpoint, load_checkpoint
+from hygie_w2l.retrieval import HDConfig, HDStage
 from hygie_w2l.runs import pick_device
 from hygie_w2l.template import LoopMode, Template, load_template, template_index
 
-STAGES = ("decode", "track", "generate", "blend", "encode")
+STAGES = ("decode", "track", "generate", "blend", "hd", "encode")
 FILM_EDIT_SIZE = 128  # the mouth-crop size of the Wav2Lip paste mask (geometry only)
 
 
@@ -59,7 +60,7 @@ class RenderConfig:
     batch_size: int = 0  # 0: chosen from the device
     silence_db: float = -50.0  # frames quieter than this (dBFS RMS) keep the template mouth
     preview: bool = False
-    hd_retrieval: bool = False
+    hd: HDConfig | None = None  # --hd-retrieval: the mouth library and how to use it
     fps: float = FPS
     tracker: TrackerConfig = TrackerConfig()
 
@@ -183,16 +184,30 @@ class RenderSummary:
     total_s: float
     peak_memory_mb: float
     preview: Path | None
+    hd: dict[str, Any] | None = None  # HD retrieval: chosen library entry per frame, etc.
+    warning: str | None = None
 
     def table(self) -> str:
         lines = [f"{'stage':10s}{'seconds':>10s}{'frames/s':>10s}"]
         for stage in STAGES:
+            if stage == "hd" and self.hd is None:
+                continue
             s = self.stage_seconds.get(stage, 0.0)
             lines.append(f"{stage:10s}{s:10.2f}{self.n_frames / max(s, 1e-9):10.1f}")
         lines.append(f"{'total':10s}{self.total_s:10.2f}{self.n_frames / self.total_s:10.1f}")
         lines.append(f"peak memory {self.peak_memory_mb:.0f} MB; {self.generated} frames "
                      f"generated, {self.silent} silent (template mouth kept), "
                      f"{self.no_face} without a face (passed through)")
+        if self.hd is not None:
+            h = self.hd
+            lines.append(f"HD retrieval: {h['frames']} mouths from a library of "
+                         f"{h['library_size']} ({h['distinct_entries']} distinct, "
+                         f"{h['switches']} jumps), median distance "
+                         f"{h['median_distance'] or 0:.2f} (typical {h['typical_distance']:.2f})"
+                         + (f", {h['missed']} frames without landmarks kept as generated"
+                            if h["missed"] else ""))
+        if self.warning:
+            lines.append(f"warning: {self.warning}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -239,9 +254,7 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
     out = check_writable(out)
     if config.int8 and config.engine != "onnx":
         raise HygieError("--int8 quantises the ONNX engine's weights: add --engine onnx.")
-    if config.hd_retrieval:
-        raise HygieError("--hd-retrieval needs a mouth library (`hygie-w2l index`), which "
-                         "this version does not build yet; render without it.")
+    hd = HDStage(config.hd, config.blend) if config.hd is not None else None
     ckpt = load_checkpoint(checkpoint, expect=("wav2lip", "film_unet"))
     wav = load_audio(audio)
     n_frames = n_video_frames(len(wav), config.fps)
@@ -256,15 +269,17 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
             raise NoFaceError(f"{face}: no face found in the template. Give a video or photo "
                               "where the face is clearly visible.")
         return _render_frames(template, ckpt, mel, voiced, n_frames, audio, checkpoint, out,
-                              config, timer, started, stats)
+                              config, timer, started, stats, hd)
     finally:
         template.close()
+        if hd is not None:
+            hd.close()
 
 
 def _render_frames(template: Template, ckpt: Checkpoint, mel: np.ndarray, voiced: np.ndarray,
                    n_frames: int, audio: str | Path, checkpoint: str | Path, out: Path,
                    config: RenderConfig, timer: Timer, started: float,
-                   stats: str | Path | None) -> RenderSummary:
+                   stats: str | Path | None, hd: HDStage | None) -> RenderSummary:
     size = crop_size(ckpt)
     h, w = template.frames.shape[1], template.frames.shape[2]
     counts = {"generated": 0, "no_face": 0, "silent": 0}
@@ -275,6 +290,7 @@ def _render_frames(template: Template, ckpt: Checkpoint, mel: np.ndarray, voiced
         side = VideoWriter(Path(tmp) / "preview.mp4", 2 * w, h, config.fps, crf=config.crf) \
             if config.preview else None
         bar = tqdm(total=n_frames, desc="render", unit="frame", disable=None)
+        out_stage = _Output(writer, side, template, bar, timer, hd)
         # The generator runs in its own thread on batch b while this one crops batch b+1
         # and blends/encodes batch b-1 (torch and ONNX Runtime release the GIL).
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -290,10 +306,13 @@ def _render_frames(template: Template, ckpt: Checkpoint, mel: np.ndarray, voiced
                 timer.add("blend", since)
                 future = pool.submit(_generate, batch, engine, mel, config, timer)
                 if pending is not None:
-                    _emit(*pending, config, timer, writer, side, template, bar)
+                    _paste_all(pending[0], pending[1].result(), config, timer)
+                    out_stage.write(pending[0])
                 pending = (batch, future)
             if pending is not None:
-                _emit(*pending, config, timer, writer, side, template, bar)
+                _paste_all(pending[0], pending[1].result(), config, timer)
+                out_stage.write(pending[0])
+            out_stage.finish()
         bar.close()
         since = time.perf_counter()
         writer.close()
@@ -304,7 +323,7 @@ def _render_frames(template: Template, ckpt: Checkpoint, mel: np.ndarray, voiced
             preview = out.with_name(out.stem + ".preview.mp4")
             mux(Path(tmp) / "preview.mp4", audio, preview, _metadata(checkpoint))
         timer.add("encode", since)
-    return _summarise(out, n_frames, counts, timer, started, preview, stats)
+    return _summarise(out, n_frames, counts, timer, started, preview, stats, hd)
 
 
 def _batches(template: Template, n_frames: int, voiced: np.ndarray, config: RenderConfig,
@@ -319,26 +338,57 @@ def _batches(template: Template, n_frames: int, voiced: np.ndarray, config: Rend
         yield batch
 
 
-def _emit(batch: list[Job], future: Future, config: RenderConfig, timer: Timer,
-          writer: VideoWriter, side: VideoWriter | None, template: Template, bar: tqdm) -> None:
-    _paste_all(batch, future.result(), config, timer)
-    since = time.perf_counter()
-    for job in batch:
-        writer.write(job.frame)
-        if side is not None:
-            side.write(np.hstack([np.asarray(template.frames[job.t]), job.frame]))
-    timer.add("encode", since)
-    bar.update(len(batch))
+class _Output:
+    """The end of the pipeline: the HD stage (when on), then the encoder(s), in order."""
+
+    def __init__(self, writer: VideoWriter, side: VideoWriter | None, template: Template,
+                 bar: tqdm, timer: Timer, hd: HDStage | None) -> None:
+        self.writer, self.side, self.template = writer, side, template
+        self.bar, self.timer, self.hd = bar, timer, hd
+
+    def write(self, batch: list[Job]) -> None:
+        if self.hd is None:
+            self._encode(batch)
+            return
+        since = time.perf_counter()
+        ready = []
+        for job in batch:
+            for done, frame in self.hd.push(job, job.frame, job.generate):
+                done.frame = frame
+                ready.append(done)
+        self.timer.add("hd", since)
+        self._encode(ready)
+
+    def finish(self) -> None:
+        if self.hd is not None:
+            since = time.perf_counter()
+            ready = []
+            for done, frame in self.hd.finish():
+                done.frame = frame
+                ready.append(done)
+            self.timer.add("hd", since)
+            self._encode(ready)
+
+    def _encode(self, jobs: list[Job]) -> None:
+        since = time.perf_counter()
+        for job in jobs:
+            self.writer.write(job.frame)
+            if self.side is not None:
+                self.side.write(np.hstack([np.asarray(self.template.frames[job.t]), job.frame]))
+        self.timer.add("encode", since)
+        self.bar.update(len(jobs))
 
 
 def _summarise(out: Path, n_frames: int, counts: dict[str, int], timer: Timer,
-               started: float, preview: Path | None, stats: str | Path | None
-               ) -> RenderSummary:
+               started: float, preview: Path | None, stats: str | Path | None,
+               hd: HDStage | None) -> RenderSummary:
     seconds = dict(timer.seconds)
     summary = RenderSummary(out, n_frames, n_frames / FPS, counts["generated"],
                             counts["no_face"], counts["silent"], seconds,
                             time.perf_counter() - started,
-                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, preview)
+                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, preview,
+                            hd.summary() if hd is not None else None,
+                            hd.warning() if hd is not None else None)
     if stats is not None:
         with atomic_path(stats) as tmp:
             tmp.write_text(json.dumps(summary.to_json(), indent=1))

@@ -63,3 +63,28 @@ def make_variant(src: Path, out: Path, edit, size: tuple[int, int] | None = None
                 writer.write(edit(frame, i))
         media.mux(video, src, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An 8-second synthetic clip, prepared (held-out split of ~30 frames)."""
+    from hygie_w2l.fixtures import FixtureConfig, write_fixture
+    from hygie_w2l.prepare import PrepareConfig, prepare
+
+    folder = tmp_path_factory.mktemp("synthds")
+    write_fixture(folder / "person.mp4", FixtureConfig(seconds=8.0, seed=3))
+    prepare(folder / "person.mp4", folder / "ds", config=PrepareConfig(mouth_size_px=96))
+    return folder / "ds"
+
+
+@pytest.fixture(scope="session")
+def random_film_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small FiLM U-Net with random weights that draws something (not the identity)."""
+    import torch
+
+    from hygie_w2l.models.checkpoint import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("film_unet", {"size_px": 96, "channels": (8, 16, 32, 64, 128)})
+    torch.nn.init.normal_(model.head.weight, std=0.05)
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "film.pt", model, "film_unet")
