@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ["bench_decode.py", "bench_generator.py", "bench_render.py", "bench_train.py"]
+SCRIPTS = ["bench_decode.py", "bench_generator.py", "bench_render.py", "bench_train.py",
+           "bench_retrieval.py", "bench_eval.py"]
 
 
 def main() -> int:

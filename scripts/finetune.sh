@@ -42,4 +42,7 @@ if "$BIN" --help | grep -q " eval "; then
 fi
 echo
 echo "done. Render new speech with:"
-echo "  $BIN render --face $VIDEO --audio speech.wav --checkpoint $RUN/generator --out out.mp4"
+echo "  $BIN render --face $VIDEO --audio speech.wav --checkpoint $RUN/generator --out out.mp4 \\"
+echo "      --hd-retrieval --index retrieval/$NAME"
+[ -f "$RUN/report/report.md" ] && echo "evaluation report: $RUN/report/report.md"
+exit 0
