@@ -280,15 +280,16 @@ def build_index(datasets: Sequence[str | Path], out: str | Path,
         shapes_a, pixels_a = np.stack(shapes), np.stack(pixels)
         space = DescriptorSpace.fit(shapes_a, pixels_a, min(config.pca_dims, len(shapes) - 1))
         tuning: dict[str, float] = {}
+        queries = _held_out_queries(datas, patch_hw, 200)  # tuning and typical distance
         if config.appearance_weight is None:
             tuning = tune_appearance_weight(space, shapes_a, pixels_a, ChunkedArray(
-                tmp / "patches"), ChunkedArray(tmp / "inner_mask"), datas, patch_hw)
+                tmp / "patches"), ChunkedArray(tmp / "inner_mask"), queries)
             space.appearance_weight = float(min(tuning, key=lambda w: tuning[w]))
         else:
             space.appearance_weight = float(config.appearance_weight)
         descriptors = space(shapes_a, pixels_a)
         index = make_faiss_index(descriptors, config.hnsw_m)
-        typical = _typical_distance(space, datas, patch_hw, index)
+        typical = _typical_distance(space, queries, index)
         import faiss
 
         faiss.write_index(index, str(tmp / "index.faiss"))
@@ -338,12 +339,11 @@ def _scaled(m: Affine, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> Affi
 
 
 def tune_appearance_weight(space: DescriptorSpace, shapes: np.ndarray, pixels: np.ndarray,
-                           patches: ChunkedArray, inner: ChunkedArray, datas: Sequence[Any],
-                           patch_hw: tuple[int, int], max_queries: int = 200
+                           patches: ChunkedArray, inner: ChunkedArray,
+                           queries: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
                            ) -> dict[str, float]:
     """Inner-mouth L1 (0..1) between held-out frames' true patches and the library patch
     their blurred copy retrieves, for each candidate appearance weight."""
-    queries = _held_out_queries(datas, patch_hw, max_queries)
     if not queries:
         return {}
     q_shapes = np.stack([q[0] for q in queries])
@@ -385,11 +385,11 @@ def _held_out_queries(datas: Sequence[Any], patch_hw: tuple[int, int], n_max: in
     return out
 
 
-def _typical_distance(space: DescriptorSpace, datas: Sequence[Any],
-                      patch_hw: tuple[int, int], index: Any) -> float:
+def _typical_distance(space: DescriptorSpace,
+                      queries: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                      index: Any) -> float:
     """Median distance from held-out frames to their nearest library mouth: the scale
     against which render's distances are judged."""
-    queries = _held_out_queries(datas, patch_hw, 200)
     if not queries:
         return float("nan")
     d, _ = index.search(space(np.stack([q[0] for q in queries]),
