@@ -24,6 +24,7 @@ The ``"inference"`` alignment is kept selectable for comparisons with the offici
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import librosa
 import numpy as np
@@ -61,7 +62,7 @@ _MEL_BASIS = librosa.filters.mel(
 ).astype(np.float64)  # (80, 401), Slaney scale and norm (librosa's defaults)
 
 
-def preemphasis(wav: Wave, k: float = PREEMPHASIS) -> np.ndarray:
+def preemphasis(wav: np.ndarray, k: float = PREEMPHASIS) -> np.ndarray:
     """y[n] = x[n] - k x[n-1]; (n_samples,) float64."""
     return signal.lfilter([1.0, -k], [1.0], wav.astype(np.float64))
 
@@ -77,6 +78,10 @@ def melspectrogram(wav: Wave) -> Mel:
         y=preemphasis(wav), n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH,
         window="hann", center=True, pad_mode="reflect",  # librosa 0.7's default, as released
     )
+    return _scaled_mel(spec)
+
+
+def _scaled_mel(spec: np.ndarray) -> Mel:
     mel_amp = _MEL_BASIS @ np.abs(spec)
     min_level = math.exp(MIN_LEVEL_DB / 20.0 * math.log(10.0))
     mel_db = 20.0 * np.log10(np.maximum(min_level, mel_amp)) - REF_LEVEL_DB
@@ -122,11 +127,90 @@ def window_is_complete(mel: Mel, frame_index: int, fps: float = FPS) -> bool:
     return start >= 0 and start + MEL_WINDOW_FRAMES <= mel.shape[1]
 
 
-def frame_rms(wav: Wave, n_frames: int, fps: float = FPS) -> np.ndarray:
-    """Root-mean-square level of the audio under each video frame: (n_frames,) float32."""
+def frame_rms(wav: Wave | Samples, n_frames: int, fps: float = FPS,
+              chunk_frames: int = 1500) -> np.ndarray:
+    """Root-mean-square level of the audio under each video frame: (n_frames,) float32.
+
+    Reads ``chunk_frames`` frames of audio at a time, so a :class:`Samples` source of any
+    length costs a minute of audio in memory."""
+    samples = ArraySamples(wav) if isinstance(wav, np.ndarray) else wav
     hop = SAMPLE_RATE_HZ / fps
     out = np.zeros(n_frames, np.float32)
-    for i in range(n_frames):
-        chunk = wav[int(round(i * hop)):int(round((i + 1) * hop))]
-        out[i] = float(np.sqrt(np.mean(chunk.astype(np.float64) ** 2))) if chunk.size else 0.0
+    for c0 in range(0, n_frames, chunk_frames):
+        c1 = min(c0 + chunk_frames, n_frames)
+        base = int(round(c0 * hop))
+        x = samples.read(base, int(round(c1 * hop))).astype(np.float64)
+        for i in range(c0, c1):
+            chunk = x[int(round(i * hop)) - base:int(round((i + 1) * hop)) - base]
+            out[i] = float(np.sqrt(np.mean(chunk ** 2))) if chunk.size else 0.0
     return out
+
+
+# ------------------------------------------------------------------- streaming ----
+# Render streams its speech: an hour of 16 kHz audio is 230 MB of samples and its mel
+# another 92 MB, so it is decoded once to a raw file (media.AudioFile) and each batch
+# computes only the mel columns its windows need, exactly equal to the whole-file mel.
+
+class Samples(Protocol):
+    """16 kHz mono float32 samples readable by range (an array, or a file on disk)."""
+
+    n_samples: int
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start:stop`` clipped to the audio, as float32."""
+        ...
+
+
+class ArraySamples:
+    """:class:`Samples` over an array in memory."""
+
+    def __init__(self, wav: Wave) -> None:
+        self.wav = wav
+        self.n_samples = len(wav)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.wav[max(start, 0):max(stop, 0)]
+
+
+def n_mel_frames(n_samples: int) -> int:
+    return 1 + n_samples // HOP_LENGTH
+
+
+def mel_columns(samples: Samples, first: int, stop: int) -> Mel:
+    """``melspectrogram(all samples)[:, first:stop]``, reading only the samples it needs.
+
+    Mel frame m is the STFT frame centred on sample 200 m, i.e. samples 200 m - 400 ..
+    200 m + 399 of the pre-emphasised signal, reflected at both ends as librosa's
+    ``center=True`` pads; pre-emphasis needs one sample more on the left.
+    """
+    n = samples.n_samples
+    first, stop = max(first, 0), min(stop, n_mel_frames(n))
+    if stop <= first:
+        return np.zeros((N_MELS, 0), np.float32)
+    if n <= N_FFT:  # shorter than one window: reflection folds more than once
+        return melspectrogram(samples.read(0, n))[:, first:stop]
+    half = N_FFT // 2
+    idx = np.abs(np.arange(first * HOP_LENGTH - half, (stop - 1) * HOP_LENGTH + half))
+    idx = np.where(idx > n - 1, 2 * (n - 1) - idx, idx)
+    lo, hi = int(idx.min()), int(idx.max()) + 1
+    x = samples.read(max(lo - 1, 0), hi).astype(np.float64)
+    y = preemphasis(x) if lo == 0 else x[1:] - PREEMPHASIS * x[:-1]
+    spec = librosa.stft(y=y[idx - lo], n_fft=N_FFT, hop_length=HOP_LENGTH,
+                        win_length=WIN_LENGTH, window="hann", center=False)
+    return _scaled_mel(spec)
+
+
+class MelWindows:
+    """Training-aligned (80, 16) windows of any video frames, computed on demand from a
+    :class:`Samples` source: ``windows(frames)`` equals ``mel_windows`` of the whole mel."""
+
+    def __init__(self, samples: Samples, fps: float = FPS) -> None:
+        self.samples, self.fps = samples, fps
+        self.n_mel = n_mel_frames(samples.n_samples)
+
+    def __call__(self, frames: np.ndarray | list[int]) -> np.ndarray:
+        starts = np.array([mel_window_start(int(k), self.fps, "train") for k in frames])
+        idx = np.clip(starts[:, None] + np.arange(MEL_WINDOW_FRAMES), 0, self.n_mel - 1)
+        lo = int(idx.min())
+        cols = mel_columns(self.samples, lo, int(idx.max()) + 1)
+        return np.ascontiguousarray(cols[:, idx - lo].transpose(1, 0, 2))

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from hygie_w2l import __version__
 from hygie_w2l.atomic import atomic_path, check_writable
-from hygie_w2l.audio import FPS, frame_rms, mel_window, melspectrogram, n_video_frames
+from hygie_w2l.audio import FPS, MelWindows, Samples, frame_rms, n_video_frames
 from hygie_w2l.blend import BlendMode, paste
 from hygie_w2l.errors import HygieError
 from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
@@ -38,7 +38,7 @@ from hygie_w2l.geometry import (
     placed_box,
     warp,
 )
-from hygie_w2l.media import DEFAULT_CRF, VideoWriter, load_audio, mux
+from hygie_w2l.media import DEFAULT_CRF, AudioFile, VideoWriter, mux
 from hygie_w2l.models.checkpoint import Checkpoint, load_checkpoint
 from hygie_w2l.retrieval import HDConfig, HDStage
 from hygie_w2l.runs import pick_device
@@ -90,7 +90,7 @@ class Job:
     mask: np.ndarray | None = None  # paste mask in crop coordinates
 
 
-def silence_gate(wav: np.ndarray, n_frames: int, fps: float, threshold_db: float,
+def silence_gate(wav: np.ndarray | Samples, n_frames: int, fps: float, threshold_db: float,
                  hold_frames: int = 3) -> np.ndarray:
     """(n_frames,) bool, True where the mouth should move. Short pauses (< hold_frames on
     each side) stay voiced, so the mouth does not snap shut between syllables."""
@@ -217,14 +217,14 @@ class RenderSummary:
         return d
 
 
-def _generate(batch: list[Job], engine: Engine, mel: np.ndarray, config: RenderConfig,
-              timer: Timer) -> np.ndarray | None:
+def _generate(batch: list[Job], engine: Engine, mel: MelWindows, timer: Timer
+              ) -> np.ndarray | None:
     """The batch's generated crops (runs in the generator thread)."""
     todo = [j for j in batch if j.generate]
     if not todo:
         return None
     since = time.perf_counter()
-    mels = np.stack([mel_window(mel, j.k, config.fps) for j in todo])
+    mels = mel([j.k for j in todo])
     generated = engine(_batch_inputs(todo, engine.arch), mels)
     timer.add("generate", since)
     return generated
@@ -256,73 +256,76 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
         raise HygieError("--int8 quantises the ONNX engine's weights: add --engine onnx.")
     hd = HDStage(config.hd, config.blend) if config.hd is not None else None
     ckpt = load_checkpoint(checkpoint, expect=("wav2lip", "film_unet"))
-    wav = load_audio(audio)
-    n_frames = n_video_frames(len(wav), config.fps)
-    mel = melspectrogram(wav)
-    voiced = silence_gate(wav, n_frames, config.fps, config.silence_db)
     timer = Timer()
-    template = load_template(face, config.fps, config.start_s, config.tracker,
-                             max_frames=n_frames)
-    timer.seconds.update(template.seconds)
-    try:
-        if not template.track.valid.any():
-            raise NoFaceError(f"{face}: no face found in the template. Give a video or photo "
-                              "where the face is clearly visible.")
-        return _render_frames(template, ckpt, mel, voiced, n_frames, audio, checkpoint, out,
-                              config, timer, started, stats, hd)
-    finally:
-        template.close()
-        if hd is not None:
-            hd.close()
+    with tempfile.TemporaryDirectory(prefix="hygie-render-", dir=out.parent) as tmp:
+        since = time.perf_counter()
+        speech = AudioFile(audio, tmp)  # streamed: memory does not grow with its length
+        n_frames = n_video_frames(speech.n_samples, config.fps)
+        voiced = silence_gate(speech, n_frames, config.fps, config.silence_db)
+        timer.add("decode", since)
+        template = load_template(face, config.fps, config.start_s, config.tracker,
+                                 max_frames=n_frames)
+        for stage, seconds in template.seconds.items():
+            timer.seconds[stage] += seconds
+        try:
+            if not template.track.valid.any():
+                raise NoFaceError(f"{face}: no face found in the template. Give a video or "
+                                  "photo where the face is clearly visible.")
+            return _render_frames(template, ckpt, MelWindows(speech, config.fps), voiced,
+                                  n_frames, audio, checkpoint, out, config, timer, started,
+                                  stats, hd, Path(tmp))
+        finally:
+            template.close()
+            if hd is not None:
+                hd.close()
 
 
-def _render_frames(template: Template, ckpt: Checkpoint, mel: np.ndarray, voiced: np.ndarray,
+def _render_frames(template: Template, ckpt: Checkpoint, mel: MelWindows, voiced: np.ndarray,
                    n_frames: int, audio: str | Path, checkpoint: str | Path, out: Path,
                    config: RenderConfig, timer: Timer, started: float,
-                   stats: str | Path | None, hd: HDStage | None) -> RenderSummary:
+                   stats: str | Path | None, hd: HDStage | None, tmp: Path) -> RenderSummary:
     size = crop_size(ckpt)
     h, w = template.frames.shape[1], template.frames.shape[2]
     counts = {"generated": 0, "no_face": 0, "silent": 0}
-    with tempfile.TemporaryDirectory(prefix="hygie-render-", dir=out.parent) as tmp:
-        engine = Engine(ckpt, config, Path(tmp))
-        video = Path(tmp) / "video.mp4"
-        writer = VideoWriter(video, w, h, config.fps, crf=config.crf)
-        side = VideoWriter(Path(tmp) / "preview.mp4", 2 * w, h, config.fps, crf=config.crf) \
-            if config.preview else None
-        bar = tqdm(total=n_frames, desc="render", unit="frame", disable=None)
-        out_stage = _Output(writer, side, template, bar, timer, hd)
-        # The generator runs in its own thread on batch b while this one crops batch b+1
-        # and blends/encodes batch b-1 (torch and ONNX Runtime release the GIL).
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending: tuple[list[Job], Future] | None = None
-            for batch in _batches(template, n_frames, voiced, config, engine.batch_size):
-                since = time.perf_counter()
-                for job in batch:
-                    if job.generate:
-                        _crop_job(job, template, ckpt.arch, size)
-                        counts["generated"] += 1
-                    else:
-                        counts["no_face" if not template.track.valid[job.t] else "silent"] += 1
-                timer.add("blend", since)
-                future = pool.submit(_generate, batch, engine, mel, config, timer)
-                if pending is not None:
-                    _paste_all(pending[0], pending[1].result(), config, timer)
-                    out_stage.write(pending[0])
-                pending = (batch, future)
+    engine = Engine(ckpt, config, tmp)
+    video = tmp / "video.mp4"
+    writer = VideoWriter(video, w, h, config.fps, crf=config.crf)
+    side = VideoWriter(tmp / "preview.mp4", 2 * w, h, config.fps, crf=config.crf) \
+        if config.preview else None
+    bar = tqdm(total=n_frames, desc="render", unit="frame", disable=None)
+    out_stage = _Output(writer, side, template, bar, timer, hd)
+    # The generator runs in its own thread on batch b while this one crops batch b+1
+    # and blends/encodes batch b-1 (torch and ONNX Runtime release the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: tuple[list[Job], Future] | None = None
+        for batch in _batches(template, n_frames, voiced, config, engine.batch_size):
+            since = time.perf_counter()
+            for job in batch:
+                if job.generate:
+                    _crop_job(job, template, ckpt.arch, size)
+                    counts["generated"] += 1
+                else:
+                    counts["no_face" if not template.track.valid[job.t] else "silent"] += 1
+            timer.add("blend", since)
+            future = pool.submit(_generate, batch, engine, mel, timer)
             if pending is not None:
                 _paste_all(pending[0], pending[1].result(), config, timer)
                 out_stage.write(pending[0])
-            out_stage.finish()
-        bar.close()
-        since = time.perf_counter()
-        writer.close()
-        mux(video, audio, out, _metadata(checkpoint))
-        preview = None
-        if side is not None:
-            side.close()
-            preview = out.with_name(out.stem + ".preview.mp4")
-            mux(Path(tmp) / "preview.mp4", audio, preview, _metadata(checkpoint))
-        timer.add("encode", since)
+            pending = (batch, future)
+        if pending is not None:
+            _paste_all(pending[0], pending[1].result(), config, timer)
+            out_stage.write(pending[0])
+        out_stage.finish()
+    bar.close()
+    since = time.perf_counter()
+    writer.close()
+    mux(video, audio, out, _metadata(checkpoint))
+    preview = None
+    if side is not None:
+        side.close()
+        preview = out.with_name(out.stem + ".preview.mp4")
+        mux(tmp / "preview.mp4", audio, preview, _metadata(checkpoint))
+    timer.add("encode", since)
     return _summarise(out, n_frames, counts, timer, started, preview, stats, hd)
 
 

@@ -67,3 +67,32 @@ def test_frame_rms_follows_the_signal() -> None:
     wav[8000:] = 0.5
     rms = audio.frame_rms(wav, 25, 25)
     assert rms[:12].max() == 0 and np.allclose(rms[13:], 0.5)
+
+
+@pytest.mark.parametrize("n_samples", [500, 801, 16000 * 3 + 37])
+def test_mel_columns_equal_the_whole_file_mel(n_samples: int) -> None:
+    rng = np.random.default_rng(n_samples)
+    wav = (rng.standard_normal(n_samples) * 0.1).astype(np.float32)
+    whole = audio.melspectrogram(wav)
+    samples = audio.ArraySamples(wav)
+    n_mel = whole.shape[1]
+    for first, stop in [(0, 1), (0, 7), (1, 5), (n_mel // 2, n_mel // 2 + 16),
+                        (n_mel - 3, n_mel), (n_mel - 1, n_mel + 10), (-4, 3), (0, n_mel)]:
+        cols = audio.mel_columns(samples, first, stop)
+        np.testing.assert_allclose(cols, whole[:, max(first, 0):min(stop, n_mel)], atol=2e-5)
+
+
+def test_streamed_windows_equal_the_whole_file_windows() -> None:
+    wav = (np.random.default_rng(1).standard_normal(16000 * 2 + 123) * 0.1).astype(np.float32)
+    n_frames = audio.n_video_frames(len(wav))
+    expected = audio.mel_windows(audio.melspectrogram(wav), n_frames)
+    windows = audio.MelWindows(audio.ArraySamples(wav))
+    for frames in ([0, 1, 2], list(range(20, 36)), [n_frames - 2, n_frames - 1], [7]):
+        np.testing.assert_allclose(windows(frames), expected[frames], atol=2e-5)
+
+
+def test_frame_rms_reads_in_chunks_with_the_same_result() -> None:
+    wav = (np.random.default_rng(2).standard_normal(16000 * 3) * 0.2).astype(np.float32)
+    whole = audio.frame_rms(wav, 75, 25, chunk_frames=10_000)
+    np.testing.assert_array_equal(audio.frame_rms(wav, 75, 25, chunk_frames=7), whole)
+    np.testing.assert_array_equal(audio.frame_rms(audio.ArraySamples(wav), 75, 25), whole)
