@@ -346,7 +346,9 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
     p.add_argument("--int8", action="store_true",
                    help="with --engine onnx: dynamically quantised 8-bit weights")
-    p.add_argument("--batch-size", type=int, default=0, help="0: chosen for the device")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="frames per generator call; 0 (default): fitted to the device's free "
+                        "memory, halved automatically if the GPU runs out")
     p.add_argument("--silence-db", type=float, default=-50.0,
                    help="quieter frames keep the template's mouth (dBFS)")
     p.add_argument("--preview", action="store_true", help="also write a side-by-side video")

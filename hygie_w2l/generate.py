@@ -7,6 +7,7 @@ rendering; the inputs are built exactly as in training (dataset.py), from the sa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +38,59 @@ def wav2lip_inputs(faces: np.ndarray, references: np.ndarray) -> torch.Tensor:
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8."""
     return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+# Batch size: as large as a share of the device's free memory allows, up to where a larger
+# batch stops paying (on a CPU, batch 16 runs no faster than 8: scripts/bench_generator.py).
+BATCH_CAP = {"cuda": 128, "mps": 32, "cpu": 8}
+MEMORY_SHARE = {"cuda": 0.5, "mps": 0.25, "cpu": 0.1}
+
+
+@torch.no_grad()
+def activation_bytes(model: nn.Module, mel: torch.Tensor, inputs: torch.Tensor) -> int:
+    """Bytes of every module's output in one forward pass of (mel, inputs): an upper bound of
+    the working memory of that batch (without gradients, most are freed as it goes)."""
+    total = 0
+
+    def count(_m: nn.Module, _i: object, out: object) -> None:
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if not list(m.children())]
+    try:
+        model(mel, inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory free for the generator: the GPU's free memory, or the host's available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def auto_batch_size(model: nn.Module, mel: torch.Tensor, inputs: torch.Tensor,
+                    device: torch.device, free_bytes: int | None = None) -> int:
+    """The batch size for ``device``: MEMORY_SHARE of its free memory divided by the working
+    memory of one sample (measured on ``mel``/``inputs``, a batch of one), capped by
+    BATCH_CAP. At least 1."""
+    per_sample = max(activation_bytes(model, mel.to(device), inputs.to(device)), 1)
+    free = free_memory_bytes(device) if free_bytes is None else free_bytes
+    budget = free * MEMORY_SHARE.get(device.type, 0.1)
+    return int(np.clip(budget // per_sample, 1, BATCH_CAP.get(device.type, 8)))
 
 
 @torch.no_grad()

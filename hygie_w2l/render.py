@@ -29,7 +29,7 @@ from hygie_w2l.audio import FPS, MelWindows, Samples, frame_rms, n_video_frames
 from hygie_w2l.blend import BlendMode, paste
 from hygie_w2l.errors import HygieError
 from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
-from hygie_w2l.generate import film_inputs, to_uint8, wav2lip_inputs
+from hygie_w2l.generate import auto_batch_size, film_inputs, to_uint8, wav2lip_inputs
 from hygie_w2l.geometry import (
     SquareBox,
     box_affine,
@@ -57,7 +57,7 @@ class RenderConfig:
     device: str = "auto"
     engine: Literal["torch", "onnx"] = "torch"
     int8: bool = False  # with the onnx engine: dynamically quantised 8-bit weights
-    batch_size: int = 0  # 0: chosen from the device
+    batch_size: int = 0  # 0: fitted to the device's free memory (generate.auto_batch_size)
     silence_db: float = -50.0  # frames quieter than this (dBFS RMS) keep the template mouth
     preview: bool = False
     hd: HDConfig | None = None  # --hd-retrieval: the mouth library and how to use it
@@ -120,10 +120,36 @@ class Engine:
                                       int8=config.int8)
             path = report.int8_path if config.int8 else report.path
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.batch_size = config.batch_size or (64 if self.device.type == "cuda" else 8)
+        self.batch_size = config.batch_size or self._auto_batch_size(ckpt)
+        self.chunk = self.batch_size  # lowered when the device runs out of memory
+
+    def _auto_batch_size(self, ckpt: Checkpoint) -> int:
+        size = crop_size(ckpt)
+        channels = 6 if ckpt.arch == "wav2lip" else 4
+        device = self.device if self.session is None else torch.device("cpu")
+        with torch.no_grad():
+            return auto_batch_size(self.model.to(device), torch.zeros(1, 1, 80, 16),
+                                   torch.zeros(1, channels, size, size), device)
+
+    def __call__(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
+        """Generated crops of a batch; on a device out of memory, the batch is halved (and
+        stays halved for the rest of the render) rather than the render lost."""
+        outs, a = [], 0
+        while a < len(inputs):
+            try:
+                outs.append(self._run(inputs[a:a + self.chunk], mels[a:a + self.chunk]))
+                a += self.chunk
+            except torch.cuda.OutOfMemoryError:
+                if self.chunk == 1:
+                    raise HygieError("the GPU is out of memory even for one frame: close "
+                                     "other GPU programs or render with --device cpu.") from None
+                self.chunk = max(1, self.chunk // 2)
+                torch.cuda.empty_cache()
+                tqdm.write(f"GPU out of memory: generating {self.chunk} frames at a time")
+        return np.concatenate(outs)
 
     @torch.no_grad()
-    def __call__(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
+    def _run(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
         mel = torch.from_numpy(np.ascontiguousarray(mels))[:, None]
         if self.session is not None:
             feeds = {i.name: t.numpy() for i, t in zip(self.session.get_inputs(),
@@ -186,6 +212,7 @@ class RenderSummary:
     preview: Path | None
     hd: dict[str, Any] | None = None  # HD retrieval: chosen library entry per frame, etc.
     warning: str | None = None
+    batch_size: int = 0  # frames per generator call (the last one used)
 
     def table(self) -> str:
         lines = [f"{'stage':10s}{'seconds':>10s}{'frames/s':>10s}"]
@@ -195,7 +222,8 @@ class RenderSummary:
             s = self.stage_seconds.get(stage, 0.0)
             lines.append(f"{stage:10s}{s:10.2f}{self.n_frames / max(s, 1e-9):10.1f}")
         lines.append(f"{'total':10s}{self.total_s:10.2f}{self.n_frames / self.total_s:10.1f}")
-        lines.append(f"peak memory {self.peak_memory_mb:.0f} MB; {self.generated} frames "
+        lines.append(f"peak memory {self.peak_memory_mb:.0f} MB, batch {self.batch_size}; "
+                     f"{self.generated} frames "
                      f"generated, {self.silent} silent (template mouth kept), "
                      f"{self.no_face} without a face (passed through)")
         if self.hd is not None:
@@ -326,7 +354,7 @@ def _render_frames(template: Template, ckpt: Checkpoint, mel: MelWindows, voiced
         preview = out.with_name(out.stem + ".preview.mp4")
         mux(tmp / "preview.mp4", audio, preview, _metadata(checkpoint))
     timer.add("encode", since)
-    return _summarise(out, n_frames, counts, timer, started, preview, stats, hd)
+    return _summarise(out, n_frames, counts, timer, started, preview, stats, hd, engine.chunk)
 
 
 def _batches(template: Template, n_frames: int, voiced: np.ndarray, config: RenderConfig,
@@ -384,14 +412,14 @@ class _Output:
 
 def _summarise(out: Path, n_frames: int, counts: dict[str, int], timer: Timer,
                started: float, preview: Path | None, stats: str | Path | None,
-               hd: HDStage | None) -> RenderSummary:
+               hd: HDStage | None, batch_size: int) -> RenderSummary:
     seconds = dict(timer.seconds)
     summary = RenderSummary(out, n_frames, n_frames / FPS, counts["generated"],
                             counts["no_face"], counts["silent"], seconds,
                             time.perf_counter() - started,
                             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, preview,
                             hd.summary() if hd is not None else None,
-                            hd.warning() if hd is not None else None)
+                            hd.warning() if hd is not None else None, batch_size)
     if stats is not None:
         with atomic_path(stats) as tmp:
             tmp.write_text(json.dumps(summary.to_json(), indent=1))

@@ -184,3 +184,50 @@ def test_hour_long_speech_is_streamed_with_flat_memory(tmp_path: Path) -> None:
     assert n_frames == 3660 * 25
     assert 0.6 < n_voiced / n_frames < 0.9  # the bursts are found: 3 s of every 4
     assert grown_mb < 150, f"the audio front end grew the process by {grown_mb} MB"
+
+
+def test_batch_size_fits_the_free_memory(wav2lip_ckpt: Path) -> None:
+    from hygie_w2l.generate import BATCH_CAP, MEMORY_SHARE, activation_bytes, auto_batch_size
+    from hygie_w2l.models.checkpoint import load_checkpoint
+
+    model = load_checkpoint(wav2lip_ckpt).model.eval()
+    cpu = torch.device("cpu")
+    one = activation_bytes(model, torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96))
+    two = activation_bytes(model, torch.zeros(2, 1, 80, 16), torch.zeros(2, 6, 96, 96))
+    assert two == 2 * one and 20 * 2**20 < one < 200 * 2**20  # Wav2Lip: ~51 MB per frame
+
+    def fitted(free: float) -> int:
+        return auto_batch_size(model, torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 96, 96),
+                               cpu, free_bytes=int(free))
+
+    assert fitted(1e12) == BATCH_CAP["cpu"]
+    assert fitted(3.5 * one / MEMORY_SHARE["cpu"]) == 3
+    assert fitted(one) == 1  # never 0
+
+
+def test_out_of_memory_halves_the_batch_instead_of_failing(film_ckpt: Path,
+                                                          tmp_path: Path) -> None:
+    from hygie_w2l.models.checkpoint import load_checkpoint
+    from hygie_w2l.render import Engine
+
+    ckpt = load_checkpoint(film_ckpt)
+    engine = Engine(ckpt, RenderConfig(batch_size=8), tmp_path)
+    real = engine.model
+    calls: list[int] = []
+
+    class SmallDevice(torch.nn.Module):  # a device that holds at most 2 frames
+        def forward(self, mel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            calls.append(len(x))
+            if len(x) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return real(mel, x)
+
+    engine.model = SmallDevice()
+    inputs = torch.rand(7, 4, 96, 96)
+    mels = np.random.default_rng(0).standard_normal((7, 80, 16)).astype(np.float32)
+    out = engine(inputs, mels)
+    assert out.shape == (7, 96, 96, 3) and engine.chunk == 2
+    assert calls[:3] == [7, 4, 2] and max(calls[3:]) <= 2
+    engine.model, engine.chunk = real, 8
+    whole = engine(inputs, mels).astype(int)  # the same frames as in one batch (+-1 rounding)
+    assert np.abs(out.astype(int) - whole).max() <= 1
