@@ -114,7 +114,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
         config = {"size_px": args.size} if arch == "film_unet" else None
         model = build_model(arch, config)
         print(f"no --checkpoint: exporting a freshly initialised {arch} (for benchmarks)")
-    report = export_generator(model, arch, args.out, int8=args.int8)
+    feeds = None
+    if args.int8 and args.calibrate:
+        from hygie_w2l.dataset import PreparedDataset
+        from hygie_w2l.generate import calibration_feeds
+
+        feeds = calibration_feeds(PreparedDataset(args.calibrate), arch)
+    elif args.int8:
+        print("no --calibrate DATASET: INT8 activation ranges calibrated on random inputs "
+              "(fine for speed benchmarks; calibrate on the person's prepared dataset for "
+              "real use, or let render --engine onnx --int8 calibrate on its first frames)")
+    report = export_generator(model, arch, args.out, int8=args.int8, calibration=feeds)
     print(f"wrote {report.path} (max relative error vs PyTorch {report.relative_error:.1e})")
     if report.int8_path:
         print(f"wrote {report.int8_path} (INT8, relative error {report.int8_relative_error:.1e})")
@@ -128,7 +138,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="without --checkpoint: export a fresh model of this architecture")
     p.add_argument("--size", type=int, default=128, help="film-unet crop size (fresh model)")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--int8", action="store_true", help="also write a dynamic INT8 model")
+    p.add_argument("--int8", action="store_true",
+                   help="also write a static INT8 model (QLinearConv, calibrated)")
+    p.add_argument("--calibrate", type=Path, metavar="DATASET",
+                   help="prepared dataset whose frames calibrate the INT8 activation ranges")
     p.set_defaults(handler=_cmd_export)
 
 
@@ -345,7 +358,8 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
     p.add_argument("--int8", action="store_true",
-                   help="with --engine onnx: dynamically quantised 8-bit weights")
+                   help="with --engine onnx: static 8-bit model, calibrated on the first "
+                        "frames of the first render with this checkpoint (then cached)")
     p.add_argument("--batch-size", type=int, default=0,
                    help="frames per generator call; 0 (default): fitted to the device's free "
                         "memory, halved automatically if the GPU runs out")

@@ -106,6 +106,27 @@ def run_generator(model: nn.Module, inputs: torch.Tensor, mels: np.ndarray,
     return np.concatenate(outs) if outs else np.zeros((0,), np.uint8)
 
 
+def calibration_feeds(data: PreparedDataset, arch: str, n: int = 32, batch: int = 8
+                      ) -> list[dict[str, np.ndarray]]:
+    """Real generator inputs for INT8 calibration: ``n`` frames spread over the training
+    split, as render would feed them (the frame is its own reference)."""
+    usable = [int(i) for i in data.starts("train") if data.usable[i]]
+    if not usable:
+        raise ValueError(f"{data.root}: no usable training frames to calibrate on")
+    picks = [usable[j] for j in np.linspace(0, len(usable) - 1, n).round().astype(int)]
+    feeds = []
+    for a in range(0, n, batch):
+        idx = picks[a:a + batch]
+        mels = np.stack([mel_window(data.mel, i, data.fps) for i in idx])[:, None]
+        if arch == "wav2lip":
+            faces = data.array("face").take(idx)
+            inputs = wav2lip_inputs(faces, faces)
+        else:
+            inputs = film_inputs(data.array("mouth").take(idx))
+        feeds.append({"mel": mels.astype(np.float32), "face": inputs.numpy()})
+    return feeds
+
+
 def reconstruct_mouths(model: nn.Module, data: PreparedDataset, indices: Sequence[int],
                        reference: int, batch_size: int = 16) -> np.ndarray:
     """A FiLM U-Net's mouth crops for dataset frames from their own audio, drawn on the

@@ -56,7 +56,7 @@ class RenderConfig:
     crf: int = DEFAULT_CRF
     device: str = "auto"
     engine: Literal["torch", "onnx"] = "torch"
-    int8: bool = False  # with the onnx engine: dynamically quantised 8-bit weights
+    int8: bool = False  # with the onnx engine: static 8-bit model calibrated on this render
     batch_size: int = 0  # 0: fitted to the device's free memory (generate.auto_batch_size)
     silence_db: float = -50.0  # frames quieter than this (dBFS RMS) keep the template mouth
     preview: bool = False
@@ -105,31 +105,31 @@ def silence_gate(wav: np.ndarray | Samples, n_frames: int, fps: float, threshold
 # ----------------------------------------------------------------------- engines ----
 
 class Engine:
-    """Runs the generator on batches: torch on cpu/cuda/mps, or ONNX Runtime."""
+    """Runs the generator on batches: torch on cpu/cuda/mps (BatchNorm folded into the
+    convolutions), or ONNX Runtime on the CPU (fp32, or static INT8 calibrated on the first
+    batch of the first render with this checkpoint; both cached, see export.cached_export)."""
 
-    def __init__(self, ckpt: Checkpoint, config: RenderConfig, workdir: Path) -> None:
-        self.arch = ckpt.arch
-        self.device = pick_device(config.device)
-        self.model = ckpt.model.to(self.device).eval()
-        self.session = None
-        if config.engine == "onnx":
-            from hygie_w2l.export import _require_onnxruntime, export_generator
+    def __init__(self, ckpt: Checkpoint, config: RenderConfig, source: str | Path) -> None:
+        from hygie_w2l.export import fold_batchnorm
 
-            ort = _require_onnxruntime()
-            report = export_generator(ckpt.model.cpu(), ckpt.arch, workdir / "generator.onnx",
-                                      int8=config.int8)
-            path = report.int8_path if config.int8 else report.path
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.arch, self.source, self.int8 = ckpt.arch, Path(source), config.int8
+        self.onnx = config.engine == "onnx"
+        self.device = torch.device("cpu") if self.onnx else pick_device(config.device)
+        self.model = fold_batchnorm(ckpt.model).to(self.device)
+        self.session: Any = None
+        self.note = ""  # what the engine did once (export reused, INT8 error), for the summary
+        if self.onnx:
+            from hygie_w2l.export import _require_onnxruntime
+
+            self._ort = _require_onnxruntime()
         self.batch_size = config.batch_size or self._auto_batch_size(ckpt)
         self.chunk = self.batch_size  # lowered when the device runs out of memory
 
     def _auto_batch_size(self, ckpt: Checkpoint) -> int:
         size = crop_size(ckpt)
         channels = 6 if ckpt.arch == "wav2lip" else 4
-        device = self.device if self.session is None else torch.device("cpu")
-        with torch.no_grad():
-            return auto_batch_size(self.model.to(device), torch.zeros(1, 1, 80, 16),
-                                   torch.zeros(1, channels, size, size), device)
+        return auto_batch_size(self.model, torch.zeros(1, 1, 80, 16),
+                               torch.zeros(1, channels, size, size), self.device)
 
     def __call__(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
         """Generated crops of a batch; on a device out of memory, the batch is halved (and
@@ -148,10 +148,28 @@ class Engine:
                 tqdm.write(f"GPU out of memory: generating {self.chunk} frames at a time")
         return np.concatenate(outs)
 
+    def _open_session(self, mel: torch.Tensor, inputs: torch.Tensor) -> None:
+        from hygie_w2l.export import cached_export, relative_error
+
+        feeds = {"mel": mel.numpy(), "face": inputs.numpy()}
+        path, reused = cached_export(self.model, self.arch, self.source, self.int8, [feeds])
+        self.session = self._ort.InferenceSession(str(path),
+                                                  providers=["CPUExecutionProvider"])
+        self.note = f"ONNX engine: {path}" + (" (cached)" if reused else " (exported)")
+        if self.int8:
+            with torch.no_grad():
+                expected = self.model(mel, inputs).numpy()
+            got = self.session.run(None, feeds)[0]
+            self.note += (f"; INT8 vs fp32 on the first batch: max error "
+                          f"{255 * np.abs(got - expected).max():.1f} levels, relative "
+                          f"{relative_error(got, expected):.1e}")
+
     @torch.no_grad()
     def _run(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
         mel = torch.from_numpy(np.ascontiguousarray(mels))[:, None]
-        if self.session is not None:
+        if self.onnx:
+            if self.session is None:
+                self._open_session(mel, inputs)
             feeds = {i.name: t.numpy() for i, t in zip(self.session.get_inputs(),
                                                        (mel, inputs), strict=True)}
             return to_uint8(torch.from_numpy(self.session.run(None, feeds)[0]))
@@ -213,6 +231,7 @@ class RenderSummary:
     hd: dict[str, Any] | None = None  # HD retrieval: chosen library entry per frame, etc.
     warning: str | None = None
     batch_size: int = 0  # frames per generator call (the last one used)
+    engine_note: str = ""  # ONNX: the model used (exported or cached), INT8 error
 
     def table(self) -> str:
         lines = [f"{'stage':10s}{'seconds':>10s}{'frames/s':>10s}"]
@@ -234,6 +253,8 @@ class RenderSummary:
                          f"{h['median_distance'] or 0:.2f} (typical {h['typical_distance']:.2f})"
                          + (f", {h['missed']} frames without landmarks kept as generated"
                             if h["missed"] else ""))
+        if self.engine_note:
+            lines.append(self.engine_note)
         if self.warning:
             lines.append(f"warning: {self.warning}")
         return "\n".join(lines)
@@ -315,7 +336,7 @@ def _render_frames(template: Template, ckpt: Checkpoint, mel: MelWindows, voiced
     size = crop_size(ckpt)
     h, w = template.frames.shape[1], template.frames.shape[2]
     counts = {"generated": 0, "no_face": 0, "silent": 0}
-    engine = Engine(ckpt, config, tmp)
+    engine = Engine(ckpt, config, checkpoint)
     video = tmp / "video.mp4"
     writer = VideoWriter(video, w, h, config.fps, crf=config.crf)
     side = VideoWriter(tmp / "preview.mp4", 2 * w, h, config.fps, crf=config.crf) \
@@ -354,7 +375,7 @@ def _render_frames(template: Template, ckpt: Checkpoint, mel: MelWindows, voiced
         preview = out.with_name(out.stem + ".preview.mp4")
         mux(tmp / "preview.mp4", audio, preview, _metadata(checkpoint))
     timer.add("encode", since)
-    return _summarise(out, n_frames, counts, timer, started, preview, stats, hd, engine.chunk)
+    return _summarise(out, n_frames, counts, timer, started, preview, stats, hd, engine)
 
 
 def _batches(template: Template, n_frames: int, voiced: np.ndarray, config: RenderConfig,
@@ -412,14 +433,15 @@ class _Output:
 
 def _summarise(out: Path, n_frames: int, counts: dict[str, int], timer: Timer,
                started: float, preview: Path | None, stats: str | Path | None,
-               hd: HDStage | None, batch_size: int) -> RenderSummary:
+               hd: HDStage | None, engine: Engine) -> RenderSummary:
     seconds = dict(timer.seconds)
     summary = RenderSummary(out, n_frames, n_frames / FPS, counts["generated"],
                             counts["no_face"], counts["silent"], seconds,
                             time.perf_counter() - started,
                             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, preview,
                             hd.summary() if hd is not None else None,
-                            hd.warning() if hd is not None else None, batch_size)
+                            hd.warning() if hd is not None else None, engine.chunk,
+                            engine.note)
     if stats is not None:
         with atomic_path(stats) as tmp:
             tmp.write_text(json.dumps(summary.to_json(), indent=1))

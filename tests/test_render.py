@@ -231,3 +231,28 @@ def test_out_of_memory_halves_the_batch_instead_of_failing(film_ckpt: Path,
     engine.model, engine.chunk = real, 8
     whole = engine(inputs, mels).astype(int)  # the same frames as in one batch (+-1 rounding)
     assert np.abs(out.astype(int) - whole).max() <= 1
+
+
+@pytest.mark.slow
+def test_int8_onnx_engine_is_calibrated_once_then_cached(synth_clip, wav2lip_ckpt: Path,
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("HYGIE_CACHE", str(tmp_path / "cache"))
+    clip, _ = synth_clip
+    speech = tmp_path / "speech.wav"
+    sf.write(speech, media.load_audio(clip)[:2 * 16000], 16000)
+    config = RenderConfig(blend="feather", engine="onnx", int8=True)
+    first = render(clip, speech, wav2lip_ckpt, tmp_path / "a.mp4", config)
+    assert "(exported)" in first.engine_note and "INT8 vs fp32" in first.engine_note
+    error_levels = float(first.engine_note.split("max error ")[1].split(" levels")[0])
+    assert error_levels < 3.0
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.int8.onnx"))) == 1
+    second = render(clip, speech, wav2lip_ckpt, tmp_path / "b.mp4", config)
+    assert "(cached)" in second.engine_note and second.generated == first.generated > 40
+    torch_run = render(clip, speech, wav2lip_ckpt, tmp_path / "c.mp4",
+                       RenderConfig(blend="feather"))
+    a = np.stack(list(media.read_frames(tmp_path / "a.mp4"))).astype(int)
+    c = np.stack(list(media.read_frames(tmp_path / "c.mp4"))).astype(int)
+    assert torch_run.generated == first.generated
+    assert np.abs(a - c).mean() < 0.5  # the same video, in 8 bits
