@@ -27,8 +27,17 @@ def unwarp(crop: np.ndarray, crop_mask: np.ndarray, m: Affine, frame_hw: tuple[i
     mask is empty or outside the frame.
     """
     inv = invert(m)
+    # Only the mask's support (plus a pixel) is carried to the frame: for Wav2Lip's face
+    # crop that is the lower part, not the whole square.
+    rows = np.flatnonzero((crop_mask > 1e-3).any(axis=1))
+    cols = np.flatnonzero((crop_mask > 1e-3).any(axis=0))
+    if rows.size == 0:
+        return None
     s = crop_mask.shape[0]
-    corners = cv2.transform(np.array([[[0, 0], [s, 0], [0, s], [s, s]]], np.float64), inv)[0]
+    a0, a1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, s)
+    b0, b1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, s)
+    corners = cv2.transform(np.array([[[a0, b0], [a1, b0], [a0, b1], [a1, b1]]], np.float64),
+                            inv)[0]
     h, w = frame_hw
     x1, y1 = np.floor(corners.min(axis=0)).astype(int)
     x2, y2 = np.ceil(corners.max(axis=0)).astype(int)
@@ -53,7 +62,7 @@ def match_colour(patch: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.
     if rim.sum() < 10:
         return patch
     delta = target[rim].astype(np.float32).mean(0) - patch[rim].astype(np.float32).mean(0)
-    return np.clip(patch.astype(np.float32) + delta, 0, 255).astype(np.uint8)
+    return cv2.add(patch, (*delta.tolist(), 0.0))  # rounded and saturated to 0..255
 
 
 def paste(frame: np.ndarray, crop: np.ndarray, crop_mask: np.ndarray, m: Affine,
@@ -82,10 +91,14 @@ def blend_region(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray,
     if mode == "poisson":
         return _poisson(frame, patch, mask, (x1, y1))
     out = frame.copy()
-    alpha = mask[..., None]
-    out[y1:y1 + mask.shape[0], x1:x1 + mask.shape[1]] = (
-        alpha * patch + (1 - alpha) * region).round().astype(np.uint8)
+    out[y1:y1 + mask.shape[0], x1:x1 + mask.shape[1]] = _mix(patch, region, mask)
     return out
+
+
+def _mix(a: np.ndarray, b: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """alpha * a + (1 - alpha) * b, rounded, for uint8 images and a float mask in [0, 1]."""
+    alpha = np.ascontiguousarray(alpha, np.float32)
+    return cv2.blendLinear(np.ascontiguousarray(a), np.ascontiguousarray(b), alpha, 1 - alpha)
 
 
 def _poisson(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray,
@@ -101,7 +114,5 @@ def _poisson(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray,
     # keep the feathered edge: blend the cloned result with the frame by the soft mask
     x1, y1 = origin
     region = (slice(y1, y1 + mask.shape[0]), slice(x1, x1 + mask.shape[1]))
-    alpha = mask[..., None]
-    out = frame.copy()
-    out[region] = (alpha * cloned[region] + (1 - alpha) * frame[region]).round().astype(np.uint8)
-    return out
+    cloned[region] = _mix(cloned[region], frame[region], mask)
+    return cloned

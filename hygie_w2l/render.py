@@ -153,7 +153,11 @@ class Engine:
 
         feeds = {"mel": mel.numpy(), "face": inputs.numpy()}
         path, reused = cached_export(self.model, self.arch, self.source, self.int8, [feeds])
-        self.session = self._ort.InferenceSession(str(path),
+        options = self._ort.SessionOptions()
+        # Idle ONNX Runtime threads spin by default, stealing the cores that blending,
+        # tracking and the encoder need while the generator waits for its next batch.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = self._ort.InferenceSession(str(path), options,
                                                   providers=["CPUExecutionProvider"])
         self.note = f"ONNX engine: {path}" + (" (cached)" if reused else " (exported)")
         if self.int8:
