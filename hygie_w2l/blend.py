@@ -62,7 +62,8 @@ def match_colour(patch: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.
     if rim.sum() < 10:
         return patch
     delta = target[rim].astype(np.float32).mean(0) - patch[rim].astype(np.float32).mean(0)
-    return cv2.add(patch, (*delta.tolist(), 0.0))  # rounded and saturated to 0..255
+    # a per-channel scalar, rounded and saturated to 0..255 (the stubs miss the Scalar form)
+    return cv2.add(patch, (*delta.tolist(), 0.0))  # type: ignore[call-overload]
 
 
 def paste(frame: np.ndarray, crop: np.ndarray, crop_mask: np.ndarray, m: Affine,
