@@ -11,15 +11,17 @@ PYTEST_ARGS ?=
 install: $(STAMP)
 
 # Packages are installed by uv (from PyPI, like everything else): the same wheels as pip,
-# fetched and unpacked in parallel: a fresh install takes ~20-30 s instead of pip's 3-4 min,
-# which is what lets `make demo` finish in under 10 minutes on a fresh clone. PIP_FIND_LINKS
-# (a local wheel folder, e.g. a CPU torch build) is honoured as pip would.
+# fetched and unpacked in parallel: a fresh install takes ~40 s instead of pip's 3-4 min,
+# which is what lets `make demo` finish in under 10 minutes on a fresh clone. A local wheel
+# folder (e.g. a CPU torch build) given to pip, by PIP_FIND_LINKS or pip's own config, is
+# given to uv too.
 # torch first, from its own spec, so that no dependency drags in a multi-GB CUDA build.
 # mediapipe pulls opencv-contrib-python and we ask for opencv-python-headless: both own
 # `cv2/`, and whichever is written last wins. Remove all OpenCV wheels, then install the
 # headless one alone, so that exactly one distribution owns cv2 (tests/test_install.py).
 UV := $(VENV)/bin/uv
-UV_INSTALL = $(UV) pip install -q --python $(PY) $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_INSTALL = $(UV) pip install -q --python $(PY) $(addprefix --find-links ,$(FIND_LINKS))
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || $(PY) -m pip install -q "uv>=0.5"
@@ -27,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	$(UV_INSTALL) -e ".[dev,onnx]"
 	$(UV) pip uninstall -q --python $(PY) opencv-contrib-python opencv-python opencv-python-headless
 	$(UV_INSTALL) --no-deps --reinstall "opencv-python-headless>=4.9,<4.12"
-	$(PY) -c "import cv2, mediapipe, torch, faiss, librosa; cv2.seamlessClone"
+	$(PY) -c "import cv2, mediapipe, torch, faiss, scipy; cv2.seamlessClone"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -29,7 +29,9 @@ def check_writable(path: str | Path) -> Path:
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{path}: the folder {folder} is not writable. "
                           "Choose an output folder you can write to.")
-    if path.exists() and not os.access(path, os.W_OK):
+    # The mode bits count even for root: the atomic rename would replace a file its owner
+    # marked read-only (rename needs only the folder's permission).
+    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
         raise OutputError(f"{path}: the file exists and is read-only. "
                           "Remove it, make it writable (chmod u+w) or choose another name.")
     return path

@@ -26,9 +26,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-import librosa
 import numpy as np
-from scipy import signal
 
 from hygie_w2l.types import Mel, MelAlignment, MelWindow, Wave
 
@@ -57,14 +55,66 @@ MEL_WINDOW_FRAMES = 16  # mel frames per window: 0.2 s
 SYNC_T = 5  # video frames per lip-sync window: 0.2 s at 25 fps
 TRAIN_WINDOW_LEAD_FRAMES = 2  # the training window starts this many video frames early
 
-_MEL_BASIS = librosa.filters.mel(
-    sr=SAMPLE_RATE_HZ, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN_HZ, fmax=FMAX_HZ
-).astype(np.float64)  # (80, 401), Slaney scale and norm (librosa's defaults)
+# The official code calls librosa (stft, filters.mel). Both are written out here in numpy
+# (equal to librosa to float rounding: tests/test_audio.py compares them), because importing
+# librosa costs ~4.6 s per command and its first use in a fresh environment ~20 s of numba
+# compilation, more than the whole audio stage.
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default, htk=False): linear to 1 kHz, then logarithmic."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    mel = hz / f_sp
+    log = hz >= min_log_hz
+    return np.where(log, min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz)
+                    / logstep, mel)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)),
+                    f_sp * mel)
+
+
+def mel_filterbank(sr: int = SAMPLE_RATE_HZ, n_fft: int = N_FFT, n_mels: int = N_MELS,
+                   fmin: float = FMIN_HZ, fmax: float = FMAX_HZ) -> np.ndarray:
+    """(n_mels, 1 + n_fft // 2) triangular filters on the Slaney mel scale, area-normalised
+    (Slaney norm), as ``librosa.filters.mel`` builds them (in float32, as it does)."""
+    fft_hz = np.linspace(0.0, sr / 2.0, 1 + n_fft // 2)
+    mel_hz = _mel_to_hz(np.linspace(_hz_to_mel(np.array(fmin)), _hz_to_mel(np.array(fmax)),
+                                    n_mels + 2))
+    spacing = np.diff(mel_hz)
+    ramps = mel_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / spacing[:-1, None]
+    upper = ramps[2:] / spacing[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
+    weights *= (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
+    return weights
+
+
+_MEL_BASIS = mel_filterbank().astype(np.float64)  # (80, 401)
+_WINDOW = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN_LENGTH) / WIN_LENGTH)  # periodic Hann
+_STFT_BLOCK = 4096  # frames per FFT call: bounded memory for hour-long audio
 
 
 def preemphasis(wav: np.ndarray, k: float = PREEMPHASIS) -> np.ndarray:
-    """y[n] = x[n] - k x[n-1]; (n_samples,) float64."""
-    return signal.lfilter([1.0, -k], [1.0], wav.astype(np.float64))
+    """y[n] = x[n] - k x[n-1] (y[0] = x[0]); (n_samples,) float64."""
+    x = wav.astype(np.float64)
+    y = x.copy()
+    y[1:] -= k * x[:-1]
+    return y
+
+
+def _stft_magnitude(padded: np.ndarray) -> np.ndarray:
+    """|STFT| of an already padded signal, frames every HOP_LENGTH samples (librosa's
+    ``center=False``): (1 + N_FFT // 2, n_frames) float64."""
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH]
+    out = np.empty((1 + N_FFT // 2, len(frames)))
+    for a in range(0, len(frames), _STFT_BLOCK):
+        out[:, a:a + _STFT_BLOCK] = np.abs(np.fft.rfft(frames[a:a + _STFT_BLOCK] * _WINDOW,
+                                                       axis=1)).T
+    return out
 
 
 def melspectrogram(wav: Wave) -> Mel:
@@ -74,15 +124,13 @@ def melspectrogram(wav: Wave) -> Mel:
     """
     if wav.ndim != 1:
         raise ValueError(f"expected mono (n_samples,), got shape {wav.shape}")
-    spec = librosa.stft(
-        y=preemphasis(wav), n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH,
-        window="hann", center=True, pad_mode="reflect",  # librosa 0.7's default, as released
-    )
-    return _scaled_mel(spec)
+    # librosa 0.7's default, as released: centred frames, the signal reflected at both ends
+    padded = np.pad(preemphasis(wav), N_FFT // 2, mode="reflect")
+    return _scaled_mel(_stft_magnitude(padded))
 
 
-def _scaled_mel(spec: np.ndarray) -> Mel:
-    mel_amp = _MEL_BASIS @ np.abs(spec)
+def _scaled_mel(magnitude: np.ndarray) -> Mel:
+    mel_amp = _MEL_BASIS @ magnitude
     min_level = math.exp(MIN_LEVEL_DB / 20.0 * math.log(10.0))
     mel_db = 20.0 * np.log10(np.maximum(min_level, mel_amp)) - REF_LEVEL_DB
     scaled = 2.0 * MAX_ABS_VALUE * (mel_db - MIN_LEVEL_DB) / (-MIN_LEVEL_DB) - MAX_ABS_VALUE
@@ -195,9 +243,7 @@ def mel_columns(samples: Samples, first: int, stop: int) -> Mel:
     lo, hi = int(idx.min()), int(idx.max()) + 1
     x = samples.read(max(lo - 1, 0), hi).astype(np.float64)
     y = preemphasis(x) if lo == 0 else x[1:] - PREEMPHASIS * x[:-1]
-    spec = librosa.stft(y=y[idx - lo], n_fft=N_FFT, hop_length=HOP_LENGTH,
-                        win_length=WIN_LENGTH, window="hann", center=False)
-    return _scaled_mel(spec)
+    return _scaled_mel(_stft_magnitude(y[idx - lo]))
 
 
 class MelWindows:

@@ -96,3 +96,28 @@ def test_frame_rms_reads_in_chunks_with_the_same_result() -> None:
     whole = audio.frame_rms(wav, 75, 25, chunk_frames=10_000)
     np.testing.assert_array_equal(audio.frame_rms(wav, 75, 25, chunk_frames=7), whole)
     np.testing.assert_array_equal(audio.frame_rms(audio.ArraySamples(wav), 75, 25), whole)
+
+
+def test_our_mel_filters_and_stft_equal_librosa() -> None:
+    """The front-end is written in numpy; librosa (the official code's library) agrees."""
+    librosa = pytest.importorskip("librosa")
+    ours = audio.mel_filterbank()
+    theirs = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55.0, fmax=7600.0)
+    assert ours.shape == theirs.shape == (80, 401)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9)
+    wav = (np.random.default_rng(3).standard_normal(16000 + 321) * 0.1).astype(np.float32)
+    y = audio.preemphasis(wav)
+    spec = np.abs(librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800, window="hann",
+                               center=True, pad_mode="reflect"))
+    np.testing.assert_allclose(audio._stft_magnitude(np.pad(y, 400, mode="reflect")), spec,
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_the_audio_front_end_does_not_import_librosa() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, hygie_w2l.audio, hygie_w2l.media; print('librosa' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert run.stdout.strip() == "False"

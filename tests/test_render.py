@@ -135,11 +135,13 @@ def test_bad_inputs_exit_2_with_the_file_named(synth_clip, film_ckpt: Path,
     cases = [(blank, clip, tmp_path / "a.mp4", "noface.mp4: no face found"),
              (clip, corrupt, tmp_path / "b.mp4", "speech.wav"),
              (clip, clip, tmp_path / "missing" / "c.mp4", "does not exist"),
-             (clip, clip, tmp_path, "is a folder")]
+             (clip, clip, tmp_path, "is a folder"),
+             (clip, clip, readonly, "ro.mp4: the file exists and is read-only")]
     for face, audio, out, message in cases:
         run = run_cli("render", "--face", str(face), "--audio", str(audio), "--checkpoint",
                       str(film_ckpt), "--out", str(out), "--device", "cpu")
         assert run.returncode == 2 and message in run.stderr, (message, run.stderr[-500:])
+    assert readonly.read_bytes() == b"x"  # left as it was
 
 
 def test_a_wrong_checkpoint_is_refused(synth_clip, tmp_path: Path) -> None:
