@@ -1,11 +1,31 @@
-"""``hygie-w2l doctor``: what this machine has for the main job, and what is missing."""
+"""``hygie-w2l doctor``: what this machine has for the main job, and what is missing; and
+how much memory this process has used at most (:func:`peak_memory_mb`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import resource
 from collections.abc import Callable
 from pathlib import Path
+
+
+def peak_memory_mb() -> float:
+    """The most resident memory this process has used, in MB.
+
+    Linux's VmHWM (the high-water mark of this program's own memory), not getrusage's
+    ru_maxrss: a process started by vfork+exec inherits its parent's peak in ru_maxrss, so
+    a command run from a big process (a test runner after loading models) reported the
+    runner's 2.5 GB as its own.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+    return rss / 1024 / (1024 if rss > 1 << 32 else 1)
 
 
 @dataclasses.dataclass(frozen=True)

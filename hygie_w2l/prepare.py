@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import resource
 import shutil
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from hygie_w2l import __version__
 from hygie_w2l.atomic import atomic_path
 from hygie_w2l.audio import FPS, SAMPLE_RATE_HZ, melspectrogram, window_is_complete
+from hygie_w2l.doctor import peak_memory_mb
 from hygie_w2l.errors import HygieError, InputFileError
 from hygie_w2l.face_tracker import NoFaceError, Track, TrackerConfig, track_frames
 from hygie_w2l.geometry import (
@@ -285,7 +285,7 @@ def prepare(video: str | Path, out: str | Path, audio: str | Path | None = None,
                                              config, video)
         timings[stage] = time.perf_counter() - start
         meta["stages"][stage] = True
-        meta["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        meta["peak_memory_mb"] = peak_memory_mb()
         _write_json(out / "meta.json", meta)
     return PrepareSummary(out, meta, skipped=False)
 

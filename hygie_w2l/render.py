@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import resource
 import tempfile
 import time
 from collections import defaultdict
@@ -27,6 +26,7 @@ from hygie_w2l import __version__
 from hygie_w2l.atomic import atomic_path, check_writable
 from hygie_w2l.audio import FPS, MelWindows, Samples, frame_rms, n_video_frames
 from hygie_w2l.blend import BlendMode, paste
+from hygie_w2l.doctor import peak_memory_mb
 from hygie_w2l.errors import HygieError
 from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
 from hygie_w2l.generate import auto_batch_size, film_inputs, to_uint8, wav2lip_inputs
@@ -442,7 +442,7 @@ def _summarise(out: Path, n_frames: int, counts: dict[str, int], timer: Timer,
     summary = RenderSummary(out, n_frames, n_frames / FPS, counts["generated"],
                             counts["no_face"], counts["silent"], seconds,
                             time.perf_counter() - started,
-                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, preview,
+                            peak_memory_mb(), preview,
                             hd.summary() if hd is not None else None,
                             hd.warning() if hd is not None else None, engine.chunk,
                             engine.note)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import time
 from pathlib import Path
 
+from hygie_w2l.doctor import peak_memory_mb
 from hygie_w2l.media import load_audio, probe, read_frames
 
 
@@ -31,7 +31,7 @@ def main() -> None:
             audio_s = time.perf_counter() - start
         rows.append({"clip": clip.name, "size": f"{info.width}x{info.height}", "frames": n,
                      "decode_fps": n / decode_s, "audio_decode_s": audio_s})
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_memory_mb()
     print("| clip | size | frames at 25 fps | decode frames/s | audio decode s |")
     print("|---|---|---|---|---|")
     for r in rows:

@@ -31,3 +31,21 @@ def test_synth_writes_a_25fps_h264_aac_clip(tmp_path: Path) -> None:
 def test_no_command_prints_help_and_exits_2() -> None:
     run = run_cli()
     assert run.returncode == 2 and "usage" in run.stdout
+
+
+def test_peak_memory_is_the_command_s_own_not_its_parent_s() -> None:
+    """Commands report their peak memory; started from a big process (a test runner that
+    loaded models), getrusage's ru_maxrss would report the parent's peak as theirs."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    ballast = np.ones(700 * 2**20 // 8)  # this process now holds 700 MB
+    code = ("import resource; from hygie_w2l.doctor import peak_memory_mb; "
+            "print(peak_memory_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    own, maxrss = map(float, run.stdout.split())
+    assert ballast.sum() > 0 and 5 < own < 300, own
+    print(f"child peak {own:.0f} MB; its ru_maxrss says {maxrss:.0f} MB")
