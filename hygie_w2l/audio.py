@@ -60,21 +60,22 @@ TRAIN_WINDOW_LEAD_FRAMES = 2  # the training window starts this many video frame
 # librosa costs ~4.6 s per command and its first use in a fresh environment ~20 s of numba
 # compilation, more than the whole audio stage.
 
+# Slaney's mel scale (librosa's default, htk=False): linear to 1 kHz, then logarithmic.
+_HZ_PER_MEL = 200.0 / 3
+_LOG_START_HZ = 1000.0
+_LOG_START_MEL = _LOG_START_HZ / _HZ_PER_MEL
+_LOG_STEP = math.log(6.4) / 27.0
+
+
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa's default, htk=False): linear to 1 kHz, then logarithmic."""
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    mel = hz / f_sp
-    log = hz >= min_log_hz
-    return np.where(log, min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz)
-                    / logstep, mel)
+    log_part = _LOG_START_MEL + np.log(np.maximum(hz, _LOG_START_HZ) / _LOG_START_HZ) / _LOG_STEP
+    return np.where(hz >= _LOG_START_HZ, log_part, hz / _HZ_PER_MEL)
 
 
 def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)),
-                    f_sp * mel)
+    return np.where(mel >= _LOG_START_MEL,
+                    _LOG_START_HZ * np.exp(_LOG_STEP * (mel - _LOG_START_MEL)),
+                    _HZ_PER_MEL * mel)
 
 
 def mel_filterbank(sr: int = SAMPLE_RATE_HZ, n_fft: int = N_FFT, n_mels: int = N_MELS,
@@ -242,7 +243,7 @@ def mel_columns(samples: Samples, first: int, stop: int) -> Mel:
     idx = np.where(idx > n - 1, 2 * (n - 1) - idx, idx)
     lo, hi = int(idx.min()), int(idx.max()) + 1
     x = samples.read(max(lo - 1, 0), hi).astype(np.float64)
-    y = preemphasis(x) if lo == 0 else x[1:] - PREEMPHASIS * x[:-1]
+    y = preemphasis(x)[1 if lo > 0 else 0:]  # the extra left sample only feeds y[lo]
     return _scaled_mel(_stft_magnitude(y[idx - lo]))
 
 

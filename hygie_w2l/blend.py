@@ -29,8 +29,9 @@ def unwarp(crop: np.ndarray, crop_mask: np.ndarray, m: Affine, frame_hw: tuple[i
     inv = invert(m)
     # Only the mask's support (plus a pixel) is carried to the frame: for Wav2Lip's face
     # crop that is the lower part, not the whole square.
-    rows = np.flatnonzero((crop_mask > 1e-3).any(axis=1))
-    cols = np.flatnonzero((crop_mask > 1e-3).any(axis=0))
+    support = crop_mask > 1e-3
+    rows = np.flatnonzero(support.any(axis=1))
+    cols = np.flatnonzero(support.any(axis=0))
     if rows.size == 0:
         return None
     s = crop_mask.shape[0]

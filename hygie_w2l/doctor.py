@@ -10,6 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def proc_kb(file: str, key: str) -> int | None:
+    """A ``key: N kB`` field of a Linux /proc file (e.g. "/proc/meminfo", "MemAvailable"),
+    in kB; None where there is no such file or field."""
+    try:
+        for line in Path(file).read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def peak_memory_mb() -> float:
     """The most resident memory this process has used, in MB.
 
@@ -18,12 +30,9 @@ def peak_memory_mb() -> float:
     a command run from a big process (a test runner after loading models) reported the
     runner's 2.5 GB as its own.
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    hwm = proc_kb("/proc/self/status", "VmHWM")
+    if hwm is not None:
+        return hwm / 1024
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
     return rss / 1024 / (1024 if rss > 1 << 32 else 1)
 

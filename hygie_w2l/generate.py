@@ -7,7 +7,6 @@ rendering; the inputs are built exactly as in training (dataset.py), from the sa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 
 from hygie_w2l.audio import mel_window
 from hygie_w2l.dataset import PreparedDataset
+from hygie_w2l.doctor import proc_kb
 from hygie_w2l.geometry import generator_mask, lower_half_mask
 
 
@@ -71,12 +71,9 @@ def free_memory_bytes(device: torch.device) -> int:
     """Memory free for the generator: the GPU's free memory, or the host's available RAM."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    available = proc_kb("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        return available * 1024
     import os
 
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))

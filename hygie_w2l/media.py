@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import imageio_ffmpeg
 import numpy as np
@@ -245,23 +246,29 @@ def read_frames(path: str | Path, fps: float | None = None, start_s: float = 0.0
             raise FFmpegError(f"{path}: decoding failed", stderr.read().decode(errors="replace"))
 
 
-def _check_has_audio(path: str | Path) -> None:
+def _decode_audio(path: str | Path, sample_rate_hz: int, sink: int | IO[bytes]) -> bytes:
+    """Run ffmpeg's decoder on the first audio stream of ``path`` (mono float32) into
+    ``sink``: an open file, or subprocess.PIPE to get the samples back as bytes."""
     if not probe(path, count_frames=False).has_audio:
         raise NoAudioStreamError(path, "has no audio stream",
                                  "Give the speech separately (e.g. --audio speech.wav).")
+    run = subprocess.run([ffmpeg_exe(), *extract_audio_args(path, sample_rate_hz)],
+                         stdout=sink, stderr=subprocess.PIPE)
+    if run.returncode != 0:
+        raise FFmpegError(f"{path}: audio decoding failed", run.stderr.decode(errors="replace"))
+    return run.stdout or b""
+
+
+def _require_samples(path: str | Path, n_samples: int) -> None:
+    if n_samples == 0:
+        raise InputFileError(path, "the audio stream holds no samples",
+                             "Give a recording that contains speech.")
 
 
 def load_audio(path: str | Path, sample_rate_hz: int = SAMPLE_RATE_HZ) -> Wave:
     """Decode the first audio stream of any file ffmpeg reads to mono float32 at 16 kHz."""
-    _check_has_audio(path)
-    run = subprocess.run([ffmpeg_exe(), *extract_audio_args(path, sample_rate_hz)],
-                         capture_output=True)
-    if run.returncode != 0:
-        raise FFmpegError(f"{path}: audio decoding failed", run.stderr.decode(errors="replace"))
-    wav = np.frombuffer(run.stdout, np.float32).copy()
-    if wav.size == 0:
-        raise InputFileError(path, "the audio stream holds no samples",
-                             "Give a recording that contains speech.")
+    wav = np.frombuffer(_decode_audio(path, sample_rate_hz, subprocess.PIPE), np.float32).copy()
+    _require_samples(path, wav.size)
     return wav
 
 
@@ -272,19 +279,11 @@ class AudioFile:
 
     def __init__(self, path: str | Path, workdir: str | Path,
                  sample_rate_hz: int = SAMPLE_RATE_HZ) -> None:
-        _check_has_audio(path)
         self.raw = Path(workdir) / "audio.f32"
-        with open(self.raw, "wb") as sink, tempfile.TemporaryFile() as stderr:
-            code = subprocess.run([ffmpeg_exe(), *extract_audio_args(path, sample_rate_hz)],
-                                  stdout=sink, stderr=stderr).returncode
-            if code != 0:
-                stderr.seek(0)
-                raise FFmpegError(f"{path}: audio decoding failed",
-                                  stderr.read().decode(errors="replace"))
+        with open(self.raw, "wb") as sink:
+            _decode_audio(path, sample_rate_hz, sink)
         self.n_samples = self.raw.stat().st_size // 4
-        if self.n_samples == 0:
-            raise InputFileError(path, "the audio stream holds no samples",
-                                 "Give a recording that contains speech.")
+        _require_samples(path, self.n_samples)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(start, 0), min(stop, self.n_samples)

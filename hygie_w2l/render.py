@@ -126,10 +126,10 @@ class Engine:
         self.chunk = self.batch_size  # lowered when the device runs out of memory
 
     def _auto_batch_size(self, ckpt: Checkpoint) -> int:
-        size = crop_size(ckpt)
-        channels = 6 if ckpt.arch == "wav2lip" else 4
-        return auto_batch_size(self.model, torch.zeros(1, 1, 80, 16),
-                               torch.zeros(1, channels, size, size), self.device)
+        from hygie_w2l.export import example_inputs
+
+        mel, inputs = example_inputs(ckpt.arch, self.model)
+        return auto_batch_size(self.model, mel, inputs, self.device)
 
     def __call__(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
         """Generated crops of a batch; on a device out of memory, the batch is halved (and
