@@ -1,17 +1,11 @@
-"""Training samples from a prepared dataset, in the official tensor layouts.
+"""A prepared dataset read back, and training samples drawn from it.
 
+* :class:`PreparedDataset`: the folder ``hygie-w2l prepare`` wrote, memory-mapped.
+* :class:`Sampler`: what every training sampler shares (seeded items, bounded retries);
+  each generator's own sampler lives beside it in hygie_w2l/generators/.
 * :class:`SyncDataset` (expert): 5 consecutive lower-half faces with in-sync or off-sync
   audio. faces (15, 48, 96) float32 in [0, 1] (5 BGR frames stacked on channels, frame
   major, as the official code), mel (1, 80, 16), label (1,) 1.0 in sync / 0.0 off.
-* :class:`GeneratorDataset` (Wav2Lip): x (6, 5, 96, 96) = [masked window | reference window],
-  indiv_mels (5, 1, 80, 16), mel (1, 80, 16) (the sync window), y (3, 5, 96, 96) real,
-  mouth (1, 5, 96, 96) mouth mask in [0, 1] for the weighted L1.
-* :class:`MouthCropDataset` (FiLM U-Net): two true neighbours t, t+1 of the same clip for the
-  temporal loss: crop (2, 4, S, S) = a *reference* frame's crop (another moment of the same
-  split, at least a sync window away) + the fixed generator mask (where to edit);
-  mel (2, 1, 80, 16); real (2, 3, S, S) frames t, t+1; lips (2, 1, S, S) their lip hulls
-  (loss weights only). The network never sees frame t: the mouth can only come from the
-  audio, as at render time, where the reference is the template frame.
 
 Images stay BGR like the official release (it trained on cv2 images). Samples are drawn only
 where split.valid_starts allows: no sample reads across the train/validation guard.
@@ -21,14 +15,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from hygie_w2l.audio import SYNC_T, mel_window
+from hygie_w2l.crops import CropConfig, CropPlan
 from hygie_w2l.errors import HygieError
-from hygie_w2l.geometry import generator_mask, lower_half_mask, mouth_mask
+from hygie_w2l.face_tracker import STATUS_MISSING
+from hygie_w2l.geometry import FACE_CROP_PX, mouth_mask
 from hygie_w2l.prepare import DATASET_FORMAT_VERSION
 from hygie_w2l.split import Split, valid_starts
 from hygie_w2l.storage import ChunkedArray
@@ -63,12 +60,12 @@ class PreparedDataset:
         self.mel = np.load(self.root / "mel.npy")
         self.landmarks = np.load(self.root / "landmarks.npy", mmap_mode="r")
         self.status = np.load(self.root / "status.npy")
-        self.transforms = dict(np.load(self.root / "transforms.npz"))
+        self.plan = _load_plan(self.root, self.meta)
         split = json.loads((self.root / "split.json").read_text())
         self.split = Split(tuple(split["train"]), tuple(split["val"]), split["guard_frames"])
         self._arrays: dict[str, ChunkedArray] = {}
         self.n_frames = len(self.status)
-        self.usable = self.status != 3  # STATUS_MISSING
+        self.usable = self.status != STATUS_MISSING
         self.skipped_samples = 0
 
     def array(self, name: str) -> ChunkedArray:
@@ -87,12 +84,22 @@ class PreparedDataset:
         """The 0.2 s of audio under frames first..first+4 (the expert's window): (1, 80, 16)."""
         return mel_window(self.mel, first + 2, self.fps)[None]
 
-    def face_mouth_mask(self, i: int, size_px: int = 96) -> np.ndarray:
-        return mouth_mask(np.asarray(self.landmarks[i]), self.transforms["face"][i],
+    def face_mouth_mask(self, i: int, size_px: int = FACE_CROP_PX) -> np.ndarray:
+        return mouth_mask(np.asarray(self.landmarks[i]), self.plan.face[i],
                           (size_px, size_px))
 
 
-class _Sampler(Dataset):
+def _load_plan(root: Path, meta: dict[str, Any]) -> CropPlan:
+    """The crop matrices prepare stored (crops.plan_crops of the dataset's track)."""
+    arrays = np.load(root / "transforms.npz")
+    crops = meta["crops"]
+    h, w = crops["hd_patch_hw"]
+    config = CropConfig(**meta["config"]["crops"])
+    return CropPlan(arrays["face"], arrays["mouth"], arrays["hd"], (int(h), int(w)),
+                    float(crops["mouth_width_px_median"]), config)
+
+
+class Sampler(Dataset):
     """Shared: a seeded random generator per item, bounded retries on unreadable samples."""
 
     def __init__(self, data: PreparedDataset, split: str, length: int | None = None,
@@ -128,13 +135,13 @@ class _Sampler(Dataset):
         return int(far[rng.integers(len(far))]) if len(far) else int(self.starts[0])
 
 
-def _window(arr: ChunkedArray, start: int) -> np.ndarray:
+def window(arr: ChunkedArray, start: int) -> np.ndarray:
     """(T, H, W, 3) uint8 -> (3, T, H, W) float32 in [0, 1]."""
     return (arr.take(range(start, start + SYNC_T)).astype(np.float32) / 255.0).transpose(
         3, 0, 1, 2)
 
 
-class SyncDataset(_Sampler):
+class SyncDataset(Sampler):
     def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         in_sync = bool(rng.integers(2))
         audio_start = start if in_sync else self.far_start(start, rng)
@@ -144,33 +151,3 @@ class SyncDataset(_Sampler):
         return (torch.from_numpy(faces.astype(np.float32)),
                 torch.from_numpy(self.data.sync_mel(audio_start)),
                 torch.tensor([float(in_sync)]))
-
-
-class GeneratorDataset(_Sampler):
-    def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
-        faces = self.data.array("face")
-        real = _window(faces, start)
-        reference = _window(faces, self.far_start(start, rng))
-        masked = real * (1.0 - lower_half_mask(real.shape[-1]))
-        mouth = np.stack([self.data.face_mouth_mask(i, real.shape[-1])
-                          for i in range(start, start + SYNC_T)])[None]
-        return (torch.from_numpy(np.concatenate([masked, reference]).astype(np.float32)),
-                torch.from_numpy(self.data.mels(start, SYNC_T)),
-                torch.from_numpy(self.data.sync_mel(start)),
-                torch.from_numpy(real.astype(np.float32)),
-                torch.from_numpy(mouth.astype(np.float32)))
-
-
-class MouthCropDataset(_Sampler):
-    def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
-        t = start + int(rng.integers(SYNC_T - 1))  # t and t+1 both inside the sample
-        ref = self.far_start(start, rng) + int(rng.integers(SYNC_T))
-        crops = self.data.array("mouth").take([t, t + 1, ref]).astype(np.float32) / 255.0
-        lips = self.data.array("mouth_mask").take([t, t + 1]).astype(np.float32) / 255.0
-        real = crops[:2].transpose(0, 3, 1, 2)  # (2, 3, S, S)
-        reference = np.broadcast_to(crops[2].transpose(2, 0, 1), real.shape)
-        hole = np.broadcast_to(generator_mask(real.shape[-1]), (2, 1, *real.shape[-2:]))
-        masked = np.concatenate([reference, hole], axis=1)  # (2, 4, S, S)
-        return (torch.from_numpy(masked.astype(np.float32)),
-                torch.from_numpy(self.data.mels(t, 2)), torch.from_numpy(real.copy()),
-                torch.from_numpy(lips[:, None].copy()))

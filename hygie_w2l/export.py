@@ -22,16 +22,16 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from hygie_w2l.atomic import atomic_path
-from hygie_w2l.audio import MEL_WINDOW_FRAMES, N_MELS
 from hygie_w2l.errors import HygieError
+from hygie_w2l.generators import Generator
 
-GENERATOR_ARCHS = ("wav2lip", "film_unet")
 MAX_RELATIVE_ERROR = 1e-4
 OPSET = 17
 
@@ -48,16 +48,8 @@ class ExportReport:
     int8_relative_error: float | None = None
 
 
-def example_inputs(arch: str, model: nn.Module, batch: int = 1) -> tuple[torch.Tensor, ...]:
-    """Random (mel, face) inputs of the right shapes for a generator."""
-    mel = torch.randn(batch, 1, N_MELS, MEL_WINDOW_FRAMES)
-    if arch == "wav2lip":
-        return mel, torch.rand(batch, 6, 96, 96)
-    size = int(getattr(model, "config").size_px)  # noqa: B009 - typed as Module
-    return mel, torch.rand(batch, 4, size, size)
-
-
-def _require_onnxruntime():  # type: ignore[no-untyped-def]
+def require_onnxruntime() -> Any:
+    """The onnxruntime module, or a clear error saying how to install it."""
     try:
         import onnxruntime
     except ImportError as exc:
@@ -67,7 +59,7 @@ def _require_onnxruntime():  # type: ignore[no-untyped-def]
 
 
 def run_onnx(path: Path, inputs: tuple[torch.Tensor, ...], threads: int = 0) -> np.ndarray:
-    ort = _require_onnxruntime()
+    ort = require_onnxruntime()
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -102,29 +94,26 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 Feeds = Mapping[str, np.ndarray]
 
 
-def export_generator(model: nn.Module, arch: str, out: str | Path, int8: bool = False,
-                     calibration: Iterable[Feeds] | None = None) -> ExportReport:
+def export_generator(model: nn.Module, generator: Generator, out: str | Path,
+                     int8: bool = False, calibration: Iterable[Feeds] | None = None
+                     ) -> ExportReport:
     """Write ``out`` (and ``out`` with ``.int8.onnx`` when asked, its activation ranges
     calibrated on ``calibration``: feeds {"mel": (B,1,80,16), "face": (B,C,S,S)} of real
     inputs; random inputs when None, which only suits benchmarks); check both against torch."""
-    if arch not in GENERATOR_ARCHS:
-        raise ExportError(f"only generators export to ONNX ({', '.join(GENERATOR_ARCHS)}), "
-                          f"not {arch}")
-    if int8 and arch != "wav2lip":
-        raise ExportError(f"INT8 is for the Wav2Lip generator: the {arch} runs as fast in "
-                          "fp32 on a CPU (measured 38 vs 41 frames/s) and its FiLM "
-                          "modulations lose up to 80 grey levels in 8 bits. Drop --int8.")
+    if int8 and generator.int8_refusal:
+        raise ExportError(f"no INT8 for the {generator.arch}: {generator.int8_refusal}. "
+                          "Drop --int8.")
     reference = model.eval()
     model = fold_batchnorm(reference)
     out = Path(out)
     dynamic = {name: {0: "batch"} for name in ("mel", "face", "image")}
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, example_inputs(arch, model), str(tmp), dynamo=False,
+        torch.onnx.export(model, generator.example_inputs(), str(tmp), dynamo=False,
                           input_names=["mel", "face"], output_names=["image"],
                           dynamic_axes=dynamic, opset_version=OPSET)
     feeds = list(calibration) if calibration is not None else \
-        [_feeds(example_inputs(arch, model, batch=2)) for _ in range(4)]
+        [_feeds(generator.example_inputs(batch=2)) for _ in range(4)]
     check = (torch.from_numpy(feeds[0]["mel"]), torch.from_numpy(feeds[0]["face"]))
     with torch.no_grad():
         expected = reference(*check).numpy()
@@ -146,7 +135,7 @@ def _feeds(inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
 def quantize_int8(src: Path, dst: Path, calibration: Iterable[Feeds]) -> Path:
     """Static 8-bit quantisation: per-channel int8 weights, uint8 activations with ranges
     calibrated on ``calibration`` (each feed run one sample at a time)."""
-    _require_onnxruntime()
+    require_onnxruntime()
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -183,7 +172,7 @@ def cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def cached_export(model: nn.Module, arch: str, source: str | Path, int8: bool,
+def cached_export(model: nn.Module, generator: Generator, source: str | Path, int8: bool,
                   calibration: Iterable[Feeds]) -> tuple[Path, bool]:
     """The ONNX model of checkpoint file ``source`` (INT8 when asked, calibrated on the
     first render's inputs), exported once and reused while the file is unchanged (keyed by
@@ -191,12 +180,13 @@ def cached_export(model: nn.Module, arch: str, source: str | Path, int8: bool,
     from hygie_w2l import __version__
 
     st = Path(source).stat()
-    key = hashlib.sha256(f"{Path(source).resolve()}|{st.st_size}|{st.st_mtime_ns}|{arch}|"
+    key = hashlib.sha256(f"{Path(source).resolve()}|{st.st_size}|{st.st_mtime_ns}|"
+                         f"{generator.arch}|"
                          f"{OPSET}|{__version__}".encode()).hexdigest()[:20]
     fp32 = cache_dir() / f"{key}.onnx"
     wanted = fp32.with_suffix(".int8.onnx") if int8 else fp32
     if wanted.exists():
         return wanted, True
     fp32.parent.mkdir(parents=True, exist_ok=True)
-    report = export_generator(model, arch, fp32, int8=int8, calibration=calibration)
+    report = export_generator(model, generator, fp32, int8=int8, calibration=calibration)
     return (report.int8_path if int8 else report.path) or wanted, False

@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -23,13 +23,14 @@ from tqdm import tqdm
 
 from hygie_w2l.errors import HygieError
 from hygie_w2l.geometry import BoxCalibration, calibrate_boxes, eye_indices, placed_box
-from hygie_w2l.types import Frame, Landmarks
+from hygie_w2l.types import Image, Landmarks, TrackerBackend
 
 # MediaPipe logs through absl/glog to stderr; keep the terminal for our own progress bars.
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 STATUS_TRACKED, STATUS_REDETECTED, STATUS_INTERPOLATED, STATUS_MISSING = 0, 1, 2, 3
+S3FD_FILE = "s3fd-619a316812.pth"
 STATUS_NAMES = ("tracked", "redetected", "interpolated", "missing")
 CONFIDENCE = {STATUS_TRACKED: 1.0, STATUS_REDETECTED: 0.9, STATUS_INTERPOLATED: 0.5,
               STATUS_MISSING: 0.0}
@@ -44,7 +45,7 @@ class LandmarkBackend(Protocol):
 
     n_points: int
 
-    def detect(self, frame: Frame) -> list[np.ndarray]: ...
+    def detect(self, frame: Image) -> list[np.ndarray]: ...
 
     def close(self) -> None: ...
 
@@ -61,7 +62,7 @@ class MediaPipeBackend:
             static_image_mode=not video, max_num_faces=max_faces, refine_landmarks=True,
             min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
 
-    def detect(self, frame: Frame) -> list[np.ndarray]:
+    def detect(self, frame: Image) -> list[np.ndarray]:
         h, w = frame.shape[:2]
         result = self._mesh.process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
         return [np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], np.float32)
@@ -76,8 +77,10 @@ class FaceAlignmentBackend:
 
     n_points = 68
 
-    def __init__(self, weights: Path = Path("checkpoints/s3fd-619a316812.pth"),
-                 device: str = "cpu") -> None:
+    def __init__(self, weights: Path | None = None, device: str = "cpu") -> None:
+        from hygie_w2l.weights import official_path
+
+        weights = weights or official_path(S3FD_FILE)
         try:
             import face_alignment
         except ImportError as exc:
@@ -90,7 +93,7 @@ class FaceAlignmentBackend:
             face_alignment.LandmarksType.TWO_D, device=device, face_detector="sfd",
             face_detector_kwargs={"path_to_detector": str(weights)})
 
-    def detect(self, frame: Frame) -> list[np.ndarray]:
+    def detect(self, frame: Image) -> list[np.ndarray]:
         faces = self._fa.get_landmarks_from_image(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
         return [np.c_[f[:, :2], np.zeros(len(f))].astype(np.float32) for f in faces or []]
 
@@ -98,7 +101,7 @@ class FaceAlignmentBackend:
         pass
 
 
-def make_backend(name: Literal["mediapipe", "face-alignment"], video: bool = True
+def make_backend(name: TrackerBackend, video: bool = True
                  ) -> LandmarkBackend:
     if name == "face-alignment":
         return FaceAlignmentBackend()
@@ -112,7 +115,7 @@ class FaceMeshDetector:
         self._backend = MediaPipeBackend(video=video, max_faces=max_faces)
         self.n_faces_last = 0
 
-    def detect(self, frame: Frame) -> Landmarks | None:
+    def detect(self, frame: Image) -> Landmarks | None:
         """frame: (H, W, 3) uint8 BGR. Returns (478, 2) float32 pixel coordinates or None."""
         faces = self._backend.detect(frame)
         self.n_faces_last = len(faces)
@@ -169,7 +172,7 @@ class OneEuro:
 
 @dataclasses.dataclass(frozen=True)
 class TrackerConfig:
-    backend: Literal["mediapipe", "face-alignment"] = "mediapipe"
+    backend: TrackerBackend = "mediapipe"
     max_side_px: int = 1280  # larger frames are downscaled for detection (4K stays fast)
     max_gap_frames: int = 12  # gaps up to 0.48 s at 25 fps are interpolated
     min_cutoff_hz: float = 0.6
@@ -246,7 +249,7 @@ def _eye_centres(points: np.ndarray) -> np.ndarray:
     return np.stack([left[:, :2].mean(0), right[:, :2].mean(0)])
 
 
-def _downscale(frame: Frame, max_side_px: int) -> tuple[np.ndarray, float]:
+def _downscale(frame: Image, max_side_px: int) -> tuple[np.ndarray, float]:
     h, w = frame.shape[:2]
     scale = min(1.0, max_side_px / max(h, w))
     if scale == 1.0:
@@ -264,7 +267,7 @@ class FaceTracker:
         self._redetector: LandmarkBackend | None = None
         self.multi_face_frames = 0
 
-    def step(self, frame: Frame) -> tuple[np.ndarray | None, int]:
+    def step(self, frame: Image) -> tuple[np.ndarray | None, int]:
         small, scale = _downscale(frame, self.config.max_side_px)
         faces = self._tracker.detect(small)
         status = STATUS_TRACKED
@@ -315,7 +318,7 @@ def smooth_boxes(raw: np.ndarray, fps: float, config: TrackerConfig) -> np.ndarr
     return out
 
 
-def track_frames(frames: Iterable[Frame], fps: float, config: TrackerConfig = TrackerConfig(),
+def track_frames(frames: Iterable[Image], fps: float, config: TrackerConfig = TrackerConfig(),
                  n_frames: int | None = None, progress: bool = True) -> Track:
     """Track the face through a stream of frames (constant memory per frame kept: landmarks)."""
     tracker = FaceTracker(config)

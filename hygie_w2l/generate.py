@@ -1,49 +1,53 @@
-"""The batched generator stage: masked crops + mel windows in, generated crops out.
+"""The batched generator runner: model inputs + mel windows in, generated crops out.
 
-Shared by evaluation (reconstructing a dataset's held-out frames from their own audio) and
-rendering; the inputs are built exactly as in training (dataset.py), from the same geometry.
+One :class:`Engine` serves render, eval and INT8 calibration: torch on cpu/cuda/mps
+(BatchNorm folded into the convolutions), or ONNX Runtime on the CPU (fp32, or static INT8
+calibrated on the first batch of the first render with a checkpoint; both cached per
+checkpoint file, see export.cached_export). Its batch is fitted to the device's free memory
+and halved, rather than the work lost, when a GPU runs out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from hygie_w2l.audio import mel_window
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.doctor import proc_kb
-from hygie_w2l.geometry import generator_mask, lower_half_mask
+from hygie_w2l.errors import HygieError
+from hygie_w2l.generators import Generator
+from hygie_w2l.models.checkpoint import Checkpoint
+from hygie_w2l.runs import pick_device
+from hygie_w2l.types import Device
 
-
-def film_inputs(crops: np.ndarray) -> torch.Tensor:
-    """Reference crops (B, S, S, 3) uint8 BGR -> (B, 4, S, S): the crop + the fixed
-    generator mask (where to edit). At render the reference is the template frame dubbed."""
-    ref = torch.from_numpy(crops).float().permute(0, 3, 1, 2) / 255.0
-    mask = torch.from_numpy(generator_mask(ref.shape[-1]))[None, None].expand(
-        len(ref), 1, -1, -1)
-    return torch.cat([ref, mask], dim=1)
-
-
-def wav2lip_inputs(faces: np.ndarray, references: np.ndarray) -> torch.Tensor:
-    """faces, references (B, 96, 96, 3) uint8 BGR -> (B, 6, 96, 96): masked | reference."""
-    real = torch.from_numpy(faces).float().permute(0, 3, 1, 2) / 255.0
-    ref = torch.from_numpy(references).float().permute(0, 3, 1, 2) / 255.0
-    masked = real * (1 - torch.from_numpy(lower_half_mask(real.shape[-1])))
-    return torch.cat([masked, ref], dim=1)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8."""
-    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
+EngineKind = Literal["torch", "onnx"]
 
 # Batch size: as large as a share of the device's free memory allows, up to where a larger
 # batch stops paying (on a CPU, batch 16 runs no faster than 8: scripts/bench_generator.py).
 BATCH_CAP = {"cuda": 128, "mps": 32, "cpu": 8}
 MEMORY_SHARE = {"cuda": 0.5, "mps": 0.25, "cpu": 0.1}
+CALIBRATION_FRAMES = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    device: Device = "auto"
+    engine: EngineKind = "torch"
+    int8: bool = False  # with the onnx engine: static 8-bit model calibrated on real inputs
+    batch_size: int = 0  # 0: fitted to the device's free memory (auto_batch_size)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8."""
+    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 @torch.no_grad()
@@ -74,8 +78,6 @@ def free_memory_bytes(device: torch.device) -> int:
     available = proc_kb("/proc/meminfo", "MemAvailable")
     if available is not None:
         return available * 1024
-    import os
-
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
@@ -90,44 +92,101 @@ def auto_batch_size(model: nn.Module, mel: torch.Tensor, inputs: torch.Tensor,
     return int(np.clip(budget // per_sample, 1, BATCH_CAP.get(device.type, 8)))
 
 
-@torch.no_grad()
-def run_generator(model: nn.Module, inputs: torch.Tensor, mels: np.ndarray,
-                  batch_size: int = 16, device: torch.device | str = "cpu") -> np.ndarray:
-    """inputs (N, C, H, W), mels (N, 80, 16) -> (N, H, W, 3) uint8, in batches."""
-    model.eval()
-    outs = []
-    for a in range(0, len(inputs), batch_size):
-        x = inputs[a:a + batch_size].to(device)
-        mel = torch.from_numpy(np.ascontiguousarray(mels[a:a + batch_size]))[:, None].to(device)
-        outs.append(to_uint8(model(mel, x)))
-    return np.concatenate(outs) if outs else np.zeros((0,), np.uint8)
+class Engine:
+    """Runs a generator's model on batches of (inputs, mel windows)."""
+
+    def __init__(self, ckpt: Checkpoint, generator: Generator, config: EngineConfig,
+                 source: str | Path | None = None) -> None:
+        """``source``: the checkpoint's file, which keys the ONNX engine's cached export."""
+        from hygie_w2l.export import fold_batchnorm, require_onnxruntime
+
+        if config.int8 and config.engine != "onnx":
+            raise HygieError("--int8 quantises the ONNX engine's weights: add --engine onnx.")
+        if config.engine == "onnx" and source is None:
+            raise ValueError("the ONNX engine caches its export per checkpoint file: give it")
+        self.generator, self.source, self.int8 = generator, source, config.int8
+        self.onnx = config.engine == "onnx"
+        self.device = torch.device("cpu") if self.onnx else pick_device(config.device)
+        self.model = fold_batchnorm(ckpt.model).to(self.device)
+        self.session: Any = None
+        self.note = ""  # what the engine did once (export reused, INT8 error), for the summary
+        if self.onnx:
+            self._ort = require_onnxruntime()
+        self.batch_size = config.batch_size or auto_batch_size(
+            self.model, *generator.example_inputs(), self.device)
+        self.chunk = self.batch_size  # lowered when the device runs out of memory
+
+    def __call__(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
+        """inputs (B, C, S, S), mels (B, 80, 16) -> (B, S, S, 3) uint8. On a device out of
+        memory, the batch is halved (and stays halved) rather than the work lost."""
+        outs, a = [], 0
+        while a < len(inputs):
+            try:
+                outs.append(self._run(inputs[a:a + self.chunk], mels[a:a + self.chunk]))
+                a += self.chunk
+            except torch.cuda.OutOfMemoryError:
+                if self.chunk == 1:
+                    raise HygieError("the GPU is out of memory even for one frame: close "
+                                     "other GPU programs or render with --device cpu.") from None
+                self.chunk = max(1, self.chunk // 2)
+                torch.cuda.empty_cache()
+                tqdm.write(f"GPU out of memory: generating {self.chunk} frames at a time")
+        return np.concatenate(outs) if outs else np.zeros((0,), np.uint8)
+
+    def generate(self, crops: np.ndarray, references: np.ndarray, mels: np.ndarray
+                 ) -> np.ndarray:
+        """The generator's output for crops and references (B, S, S, 3) uint8 and their mel
+        windows (B, 80, 16): (B, S, S, 3) uint8."""
+        return self(self.generator.inputs(crops, references), mels)
+
+    def _open_session(self, mel: torch.Tensor, inputs: torch.Tensor) -> None:
+        from hygie_w2l.export import cached_export, relative_error
+
+        feeds = {"mel": mel.numpy(), "face": inputs.numpy()}
+        assert self.source is not None
+        path, reused = cached_export(self.model, self.generator, self.source, self.int8,
+                                     [feeds])
+        options = self._ort.SessionOptions()
+        # Idle ONNX Runtime threads spin by default, stealing the cores that blending,
+        # tracking and the encoder need while the generator waits for its next batch.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = self._ort.InferenceSession(str(path), options,
+                                                  providers=["CPUExecutionProvider"])
+        self.note = f"ONNX engine: {path}" + (" (cached)" if reused else " (exported)")
+        if self.int8:
+            with torch.no_grad():
+                expected = self.model(mel, inputs).numpy()
+            got = self.session.run(None, feeds)[0]
+            self.note += (f"; INT8 vs fp32 on the first batch: max error "
+                          f"{255 * np.abs(got - expected).max():.1f} levels, relative "
+                          f"{relative_error(got, expected):.1e}")
+
+    @torch.no_grad()
+    def _run(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
+        mel = torch.from_numpy(np.ascontiguousarray(mels))[:, None]
+        if self.onnx:
+            if self.session is None:
+                self._open_session(mel, inputs)
+            feeds = {i.name: t.numpy() for i, t in zip(self.session.get_inputs(),
+                                                       (mel, inputs), strict=True)}
+            return to_uint8(torch.from_numpy(self.session.run(None, feeds)[0]))
+        return to_uint8(self.model(mel.to(self.device), inputs.to(self.device)))
 
 
-def calibration_feeds(data: PreparedDataset, arch: str, n: int = 32, batch: int = 8
+def calibration_feeds(data: PreparedDataset, generator: Generator,
+                      n: int = CALIBRATION_FRAMES, batch: int = 8
                       ) -> list[dict[str, np.ndarray]]:
     """Real generator inputs for INT8 calibration: ``n`` frames spread over the training
     split, as render would feed them (the frame is its own reference)."""
     usable = [int(i) for i in data.starts("train") if data.usable[i]]
     if not usable:
-        raise ValueError(f"{data.root}: no usable training frames to calibrate on")
+        raise HygieError(f"{data.root}: no usable training frames to calibrate on")
     picks = [usable[j] for j in np.linspace(0, len(usable) - 1, n).round().astype(int)]
     feeds = []
     for a in range(0, n, batch):
         idx = picks[a:a + batch]
         mels = np.stack([mel_window(data.mel, i, data.fps) for i in idx])[:, None]
-        if arch == "wav2lip":
-            faces = data.array("face").take(idx)
-            inputs = wav2lip_inputs(faces, faces)
-        else:
-            inputs = film_inputs(data.array("mouth").take(idx))
-        feeds.append({"mel": mels.astype(np.float32), "face": inputs.numpy()})
+        crops = data.array(generator.crop_kind).take(idx)
+        feeds.append({"mel": mels.astype(np.float32),
+                      "face": generator.inputs(crops, crops).numpy()})
     return feeds
-
-
-def reconstruct_mouths(model: nn.Module, data: PreparedDataset, indices: Sequence[int],
-                       reference: int, batch_size: int = 16) -> np.ndarray:
-    """A FiLM U-Net's mouth crops for dataset frames from their own audio, drawn on the
-    crop of frame ``reference`` (as a render on a still template would): (N, S, S, 3)."""
-    crops = data.array("mouth").take([reference] * len(indices))
-    mels = np.stack([mel_window(data.mel, int(i), data.fps) for i in indices])
-    return run_generator(model, film_inputs(crops), mels, batch_size)

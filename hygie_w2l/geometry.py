@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from hygie_w2l.landmarks import outer_inner_rings
-from hygie_w2l.types import Landmarks
+from hygie_w2l.types import Affine, Landmarks
 
 FACE_CROP_PX = 96  # the official generator's input size
 FACE_PAD_BOTTOM = 0.06  # official `--pads 0 10 0 0`: ~10 px under the chin of a ~170 px box
@@ -40,8 +40,6 @@ FACE_PAD_SIDES = 0.04
 MOUTH_CROP_MARGIN = 0.35  # side = lips' extent x (1 + margin)
 HD_CORNER_SPAN = 0.5  # mouth corners sit at 25 % and 75 % of the canonical width
 HD_ASPECT = 0.75  # canonical patch height / width
-
-Affine = np.ndarray  # (2, 3) float64: frame -> crop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,8 +165,10 @@ def placed_box(landmarks: Landmarks, rel: tuple[float, float, float]) -> SquareB
     return SquareBox(float(centre[0]), float(centre[1]), rel[2] * iod)
 
 
+@functools.cache
 def generator_mask(size_px: int) -> np.ndarray:
-    """The FiLM U-Net's fixed input mask: (S, S) float32, 1 where the mouth is generated.
+    """The FiLM U-Net's fixed input mask: (S, S) float32, 1 where the mouth is generated
+    (read-only: one array per size is shared).
 
     An ellipse over the lips at their widest and the jaw below them; the top of the crop
     (nose base, upper lip's skin) and the outer cheeks stay visible as context.
@@ -178,6 +178,7 @@ def generator_mask(size_px: int) -> np.ndarray:
     cv2.ellipse(mask, (s // 2, int(0.58 * s)), (int(0.47 * s), int(0.40 * s)), 0, 0, 360,
                 (255,), -1)
     out: np.ndarray = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), s / 40)
+    out.flags.writeable = False
     return out
 
 

@@ -22,8 +22,11 @@ import dataclasses
 import numpy as np
 import torch
 
+from hygie_w2l.audio import FPS, SAMPLE_RATE_HZ, SYNC_T
+
+SYNCNET_V2_FACE_PX = 224  # the face crop SyncNet v2 reads
 MFCC_RATE_HZ = 100
-SYNC_FRAMES = 5
+SYNC_FRAMES = SYNC_T  # video frames per window: 0.2 s
 MFCC_STEPS = 20
 V_SHIFT = 15
 
@@ -36,7 +39,7 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return 700 * (10 ** (mel / 2595.0) - 1)
 
 
-def mfcc(signal: np.ndarray, sample_rate: int = 16000, n_cep: int = 13, n_filt: int = 26,
+def mfcc(signal: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ, n_cep: int = 13, n_filt: int = 26,
          n_fft: int = 512, win_s: float = 0.025, step_s: float = 0.01, preemph: float = 0.97,
          lifter: int = 22) -> np.ndarray:
     """(T, 13) MFCCs of a mono float signal, T = 1 + ceil((len - win) / step)."""
@@ -94,7 +97,7 @@ def sync_scores(video_emb: np.ndarray, audio_emb: np.ndarray, v_shift: int = V_S
 
 @torch.no_grad()
 def syncnet_v2_scores(model: torch.nn.Module, faces224: np.ndarray, wav: np.ndarray,
-                      fps: float = 25.0, batch: int = 20) -> SyncScores:
+                      fps: float = FPS, batch: int = 20) -> SyncScores:
     """faces224 (T, 224, 224, 3) uint8 BGR face crops, wav 16 kHz mono of the same span."""
     cc = mfcc(np.asarray(wav, np.float64) * 32768.0).T  # (13, T_a), int16 scale as the tool
     per_frame = MFCC_RATE_HZ / fps
@@ -116,7 +119,7 @@ def syncnet_v2_scores(model: torch.nn.Module, faces224: np.ndarray, wav: np.ndar
 
 @torch.no_grad()
 def expert_scores(expert: torch.nn.Module, faces96: np.ndarray, mel: np.ndarray,
-                  first_frame: int, fps: float = 25.0, batch: int = 32) -> SyncScores:
+                  first_frame: int, fps: float = FPS, batch: int = 32) -> SyncScores:
     """Our expert (SyncNet_color) on 5-frame windows of 96-px face crops (T, 96, 96, 3) BGR
     of frames first_frame.. and the dataset's mel: the LSE arithmetic on its embeddings."""
     from hygie_w2l.audio import mel_window

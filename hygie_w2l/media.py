@@ -21,7 +21,7 @@ import numpy as np
 from hygie_w2l.atomic import atomic_path, check_writable
 from hygie_w2l.audio import SAMPLE_RATE_HZ
 from hygie_w2l.errors import FFmpegError, InputFileError, NoAudioStreamError, OutputError
-from hygie_w2l.types import Frame, Wave
+from hygie_w2l.types import Image, Wave
 
 DEFAULT_CRF = 17  # x264 constant rate factor: visually lossless for talking heads
 DEFAULT_PRESET = "veryfast"
@@ -217,7 +217,7 @@ def _packet_table(path: Path) -> tuple[int, bool]:
 
 
 def read_frames(path: str | Path, fps: float | None = None, start_s: float = 0.0,
-                info: MediaInfo | None = None) -> Iterator[Frame]:
+                info: MediaInfo | None = None) -> Iterator[Image]:
     """Stream the frames of a video as (H, W, 3) uint8 BGR arrays, rotation applied.
 
     With ``fps`` the stream is resampled to exactly that constant rate (duplicating or
@@ -305,7 +305,7 @@ class VideoWriter:
             [ffmpeg_exe(), *write_video_args(path, width, height, fps, crf, preset)],
             stdin=subprocess.PIPE, stderr=self._stderr)
 
-    def write(self, frame: Frame) -> None:
+    def write(self, frame: Image) -> None:
         if frame.shape != (self.size[1], self.size[0], 3) or frame.dtype != np.uint8:
             raise ValueError(f"frame {frame.shape} {frame.dtype} does not match {self.size}")
         assert self._proc.stdin is not None

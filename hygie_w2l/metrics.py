@@ -13,15 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
+from hygie_w2l.audio import mel_window
 from hygie_w2l.blend import paste
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.face_tracker import FaceMeshDetector
-from hygie_w2l.generate import reconstruct_mouths
-from hygie_w2l.geometry import generator_mask
+from hygie_w2l.generate import Engine, EngineConfig
+from hygie_w2l.generators import generator_for
 from hygie_w2l.landmarks import mouth_opening
 from hygie_w2l.media import read_frames
+from hygie_w2l.models.checkpoint import Checkpoint
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -39,26 +40,29 @@ def reference_frame(data: PreparedDataset) -> int:
                              .reshape(b - a, -1).mean(1)))
 
 
-def held_out_openings(model: nn.Module, data: PreparedDataset, video: str | Path,
+def held_out_openings(ckpt: Checkpoint, data: PreparedDataset, video: str | Path,
                       frames: Sequence[int], reference: int | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """(generated, real) mouth openings of ``frames``; NaN where MediaPipe finds no face.
 
     generated: the frames' audio drawn on ``reference`` (default: the most closed training
-    frame) and pasted into that frame; real: MediaPipe on the real frames.
+    frame) by the checkpoint's generator and pasted into that frame, as a render on a still
+    template would; real: MediaPipe on the real frames.
     """
     ref = reference_frame(data) if reference is None else reference
-    generated = reconstruct_mouths(model, data, frames, ref)
-    hole = generator_mask(generated.shape[1])
+    generator = generator_for(ckpt)
+    engine = Engine(ckpt, generator, EngineConfig(device="cpu"))
+    mels = np.stack([mel_window(data.mel, int(i), data.fps) for i in frames])
     wanted = {int(f): k for k, f in enumerate(frames)}
     gen = np.full(len(frames), np.nan)
     real = np.full(len(frames), np.nan)
     with FaceMeshDetector(video=False) as detector:
         for i, frame in enumerate(read_frames(video, fps=data.fps)):
             if i == ref:
-                for k in range(len(frames)):
-                    lm = detector.detect(paste(frame, generated[k], hole,
-                                               data.transforms["mouth"][ref]))
+                cut = generator.cut(frame, data.plan.with_config(generator.crop_config()), ref)
+                crops = np.broadcast_to(cut.crop, (len(frames), *cut.crop.shape))
+                for k, mouth in enumerate(engine.generate(crops, crops, mels)):
+                    lm = detector.detect(paste(frame, mouth, cut.mask, cut.m))
                     gen[k] = mouth_opening(lm) if lm is not None else np.nan
             if i in wanted:
                 lm = detector.detect(frame)
@@ -78,7 +82,10 @@ def lip_landmark_distance(pred: np.ndarray, real: np.ndarray, widths: np.ndarray
     return float(d.mean()) if len(d) else float("nan")
 
 
-def best_offset(generated: np.ndarray, real: np.ndarray, max_lag: int = 5
+MAX_OFFSET_FRAMES = 5  # sync offsets searched: +-0.2 s at 25 fps
+
+
+def best_offset(generated: np.ndarray, real: np.ndarray, max_lag: int = MAX_OFFSET_FRAMES
                 ) -> tuple[int, float]:
     """The lag k (frames) maximising corr(generated[t], real[t - k]): positive k means the
     generated mouth is late by k frames. Returns (k, correlation at k)."""

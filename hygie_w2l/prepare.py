@@ -5,7 +5,8 @@ Stages (each resumable; a re-run skips what is done, a changed source or config 
   track  -> landmarks.npy (N, P, 2), status.npy, boxes.npy (smoothed face boxes), pose.npy
   crops  -> face/ (N, 96, 96, 3), mouth/ (N, S, S, 3), mouth_mask/ (N, S, S),
             hd/ (N, h, w, 3), hd_inner_mask/ (N, h, w): chunked uint8, BGR;
-            transforms.npz (frame -> crop 2x3 matrices of each crop)
+            transforms.npz (frame -> crop 2x3 matrices of each crop: crops.plan_crops,
+            the recipe render and eval use too)
   split  -> split.json
 and meta.json (source hash, fps, counts, config, versions, stages done).
 """
@@ -27,39 +28,31 @@ from tqdm import tqdm
 from hygie_w2l import __version__
 from hygie_w2l.atomic import atomic_path
 from hygie_w2l.audio import FPS, SAMPLE_RATE_HZ, melspectrogram, window_is_complete
+from hygie_w2l.crops import CropConfig, CropPlan, plan_crops
 from hygie_w2l.doctor import peak_memory_mb
 from hygie_w2l.errors import HygieError, InputFileError
 from hygie_w2l.face_tracker import NoFaceError, Track, TrackerConfig, track_frames
 from hygie_w2l.geometry import (
-    FACE_CROP_PX,
     BoxCalibration,
-    SquareBox,
-    box_affine,
-    hd_affine,
-    hd_patch_size,
     inner_mouth_polygon,
     mouth_mask,
-    placed_box,
     polygon_mask,
     transform_points,
-    warp,
 )
-from hygie_w2l.landmarks import mouth_width
 from hygie_w2l.media import MediaInfo, load_audio, probe, read_frames
 from hygie_w2l.split import make_split
 from hygie_w2l.storage import ChunkWriter
 from hygie_w2l.weights import sha256_of
 
-DATASET_FORMAT_VERSION = 2  # 2: eye-anchored boxes, fixed generator mask
+# 2: eye-anchored boxes, fixed generator mask; 3: the crop recipe (crops.CropConfig) in meta
+DATASET_FORMAT_VERSION = 3
 STAGES = ("audio", "track", "crops", "split")
 
 
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
     fps: int = FPS
-    face_size_px: int = FACE_CROP_PX
-    mouth_size_px: int = 128
-    mouth_ema: float = 0.6  # weight of the previous mouth box (zero-phase EMA)
+    crops: CropConfig = CropConfig()
     val_fraction: float = 0.2
     tracker: TrackerConfig = TrackerConfig()
 
@@ -140,63 +133,40 @@ def load_track(out: Path, fps: float, meta: dict[str, Any]) -> Track:
                  BoxCalibration.from_json(meta["track"]["box_calibration"]))
 
 
-def smooth_mouth_boxes(landmarks: np.ndarray, valid: np.ndarray, alpha: float,
-                       calibration: BoxCalibration) -> np.ndarray:
-    """(N, 3) mouth boxes placed on the eyes, EMA-smoothed forwards then backwards (no lag);
-    NaN where invalid."""
-    raw = np.full((len(landmarks), 3), np.nan)
-    for i in np.flatnonzero(valid):
-        raw[i] = placed_box(landmarks[i], calibration.mouth).as_array()
-    out = raw.copy()
-    for order in (range(len(raw)), range(len(raw) - 1, -1, -1)):
-        prev = None
-        for i in order:
-            if np.isnan(out[i]).any():
-                prev = None
-                continue
-            out[i] = out[i] if prev is None else alpha * prev + (1 - alpha) * out[i]
-            prev = out[i]
-    return out
+def _crop_writers(out: Path, plan: CropPlan) -> dict[str, ChunkWriter]:
+    fs, ms = plan.size("face"), plan.size("mouth")
+    return {"face": ChunkWriter(out / "face", (*fs, 3)),
+            "mouth": ChunkWriter(out / "mouth", (*ms, 3)),
+            "mouth_mask": ChunkWriter(out / "mouth_mask", ms),
+            "hd": ChunkWriter(out / "hd", (*plan.hd_hw, 3)),
+            "hd_inner_mask": ChunkWriter(out / "hd_inner_mask", plan.hd_hw)}
+
+
+def _crops_of(frame: np.ndarray, lm: np.ndarray, plan: CropPlan, i: int
+              ) -> dict[str, np.ndarray]:
+    """Frame i's crops (the recipe's matrices) and its lip masks in them, uint8."""
+    ms, hd_hw = plan.size("mouth"), plan.hd_hw
+    inner = transform_points(inner_mouth_polygon(lm), plan.hd[i])
+    return {"face": plan.cut(frame, "face", i), "mouth": plan.cut(frame, "mouth", i),
+            "mouth_mask": (mouth_mask(lm, plan.mouth[i], ms) * 255).astype(np.uint8),
+            "hd": plan.cut(frame, "hd", i),
+            "hd_inner_mask": (polygon_mask(inner, hd_hw) * 255).astype(np.uint8)}
 
 
 def _stage_crops(video: Path, info: MediaInfo, out: Path, track: Track,
                  config: PrepareConfig) -> dict[str, Any]:
-    valid = track.valid
-    lm = track.landmarks
-    assert track.calibration is not None
-    mouth_boxes = smooth_mouth_boxes(lm, valid, config.mouth_ema, track.calibration)
-    _save_npy(out / "mouth_boxes.npy", mouth_boxes)
-    widths = [mouth_width(lm[i]) for i in np.flatnonzero(valid)]
-    hd_hw = hd_patch_size(float(np.median(widths)))
-    fs, ms = config.face_size_px, config.mouth_size_px
-    writers = {"face": ChunkWriter(out / "face", (fs, fs, 3)),
-               "mouth": ChunkWriter(out / "mouth", (ms, ms, 3)),
-               "mouth_mask": ChunkWriter(out / "mouth_mask", (ms, ms)),
-               "hd": ChunkWriter(out / "hd", (*hd_hw, 3)),
-               "hd_inner_mask": ChunkWriter(out / "hd_inner_mask", hd_hw)}
-    n = len(valid)
-    transforms = {k: np.full((n, 2, 3), np.nan) for k in ("face", "mouth", "hd")}
+    plan = plan_crops(track, config.crops)
+    writers = _crop_writers(out, plan)
+    n, valid = len(track.status), track.valid
     frames = read_frames(video, fps=config.fps, info=info)
     for i, frame in enumerate(tqdm(frames, total=n, desc="cropping", unit="frame",
                                    leave=False, disable=None)):
         if i >= n:
             break
-        if not valid[i]:
-            for w in writers.values():
-                w.append(np.zeros(w.frame_shape, np.uint8))
-            continue
-        m_face = box_affine(SquareBox.from_array(track.boxes[i]), fs)
-        m_mouth = box_affine(SquareBox.from_array(mouth_boxes[i]), ms)
-        m_hd = hd_affine(lm[i], hd_hw)
-        writers["face"].append(warp(frame, m_face, (fs, fs)))
-        writers["mouth"].append(warp(frame, m_mouth, (ms, ms)))
-        writers["mouth_mask"].append((mouth_mask(lm[i], m_mouth, (ms, ms)) * 255).astype(
-            np.uint8))
-        writers["hd"].append(warp(frame, m_hd, hd_hw))
-        inner = transform_points(inner_mouth_polygon(lm[i]), m_hd)
-        writers["hd_inner_mask"].append((polygon_mask(inner, hd_hw) * 255).astype(np.uint8))
-        transforms["face"][i], transforms["mouth"][i], transforms["hd"][i] = (m_face, m_mouth,
-                                                                               m_hd)
+        crops = _crops_of(frame, track.landmarks[i], plan, i) if valid[i] else {
+            name: np.zeros(w.frame_shape, np.uint8) for name, w in writers.items()}
+        for name, w in writers.items():
+            w.append(crops[name])
     for w in writers.values():
         w.close()
     counts = {k: w.n_frames for k, w in writers.items()}
@@ -204,8 +174,8 @@ def _stage_crops(video: Path, info: MediaInfo, out: Path, track: Track,
         raise DatasetError(f"{video}: decoded {counts['face']} frames while tracking saw {n}; "
                            "the file changed or is damaged. Run prepare again.")
     with atomic_path(out / "transforms.npz") as tmp:
-        np.savez(tmp, **transforms)
-    return {"hd_patch_hw": list(hd_hw), "mouth_width_px_median": float(np.median(widths))}
+        plan.to_npz(tmp)
+    return {"hd_patch_hw": list(plan.hd_hw), "mouth_width_px_median": plan.mouth_width_px}
 
 
 def _stage_split(out: Path, track: Track, n_mel: int, config: PrepareConfig,

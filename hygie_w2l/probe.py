@@ -14,14 +14,15 @@ import cv2
 import numpy as np
 
 from hygie_w2l.atomic import atomic_path
+from hygie_w2l.audio import FPS
 from hygie_w2l.errors import OutputError
 from hygie_w2l.face_tracker import Track, TrackerConfig, track_frames
-from hygie_w2l.geometry import IDENTITY, SquareBox, box_affine, mouth_mask, warp
+from hygie_w2l.geometry import FACE_CROP_PX, IDENTITY, SquareBox, box_affine, mouth_mask, warp
 from hygie_w2l.landmarks import outer_inner_rings
 from hygie_w2l.media import probe as probe_media
 from hygie_w2l.media import read_frames
 
-MIN_FACE_PX = 96  # below this the 96-px crop is upsampled: blurry mouths
+MIN_FACE_PX = FACE_CROP_PX  # below this the 96-px crop is upsampled: blurry mouths
 MAX_YAW_DEG = 35.0
 MAX_PITCH_DEG = 25.0
 SHEET_TILE_PX = 360
@@ -88,7 +89,7 @@ def _tile(frame: np.ndarray, caption: str) -> np.ndarray:
     return tile
 
 
-def probe_video(video: str | Path, out_png: str | Path, n_tiles: int = 6, fps: float = 25.0,
+def probe_video(video: str | Path, out_png: str | Path, n_tiles: int = 6, fps: float = FPS,
                 config: TrackerConfig = TrackerConfig()) -> ProbeReport:
     info = probe_media(video)
     track = track_frames(read_frames(video, fps=fps, info=info), fps, config,

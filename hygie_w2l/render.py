@@ -1,51 +1,54 @@
 """``hygie-w2l render``: a living template video speaks new audio.
 
-Streaming pipeline, one stage per module: template (decode + track, template.py) ->
-generator (batched, generate.py) -> blend (blend.py) -> encoder (media.py). Memory is
-bounded by the batch size whatever the lengths; the output lasts exactly as long as the
-audio; frames without a face, and silent stretches, keep the template's own mouth.
+reader -> stages -> writer (chain.py): the template's frames (template.py: decoded once to
+disk and tracked) with the speech's mel windows (streamed) -> crop (the training recipe,
+crops.py) -> generate (batched, generate.py) -> blend (blend.py) -> [HD retrieval, hd.py]
+-> encode (media.py). Memory is bounded by the batch size whatever the lengths; the output
+lasts exactly as long as the audio; frames without a face, and silent stretches, keep the
+template's own mouth.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from hygie_w2l import __version__
 from hygie_w2l.atomic import atomic_path, check_writable
 from hygie_w2l.audio import FPS, MelWindows, Samples, frame_rms, n_video_frames
-from hygie_w2l.blend import BlendMode, paste
-from hygie_w2l.doctor import peak_memory_mb
-from hygie_w2l.errors import HygieError
-from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
-from hygie_w2l.generate import auto_batch_size, film_inputs, to_uint8, wav2lip_inputs
-from hygie_w2l.geometry import (
-    SquareBox,
-    box_affine,
-    generator_mask,
-    invert,
-    placed_box,
-    warp,
+from hygie_w2l.blend import BlendMode
+from hygie_w2l.chain import (
+    BlendStage,
+    CropStage,
+    EncodeStage,
+    Frame,
+    GenerateStage,
+    Stage,
+    Timer,
+    run_chain,
 )
+from hygie_w2l.crops import plan_crops
+from hygie_w2l.doctor import peak_memory_mb
+from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
+from hygie_w2l.generate import Engine, EngineConfig
+from hygie_w2l.generators import generator_for
+from hygie_w2l.hd import HDConfig, HDStage
 from hygie_w2l.media import DEFAULT_CRF, AudioFile, VideoWriter, mux
-from hygie_w2l.models.checkpoint import Checkpoint, load_checkpoint
-from hygie_w2l.retrieval import HDConfig, HDStage
-from hygie_w2l.runs import pick_device
+from hygie_w2l.models.checkpoint import load_checkpoint
 from hygie_w2l.template import LoopMode, Template, load_template, template_index
+from hygie_w2l.types import GENERATOR_ARCHS
 
-STAGES = ("decode", "track", "generate", "blend", "hd", "encode")
-FILM_EDIT_SIZE = 128  # the mouth-crop size of the Wav2Lip paste mask (geometry only)
+STAGES = ("decode", "track", "crop", "generate", "blend", "hd", "encode")
+SILENCE_HOLD_FRAMES = 3  # pauses shorter than this on each side keep the mouth moving
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +57,7 @@ class RenderConfig:
     loop: LoopMode = "pingpong"
     start_s: float = 0.0
     crf: int = DEFAULT_CRF
-    device: str = "auto"
-    engine: Literal["torch", "onnx"] = "torch"
-    int8: bool = False  # with the onnx engine: static 8-bit model calibrated on this render
-    batch_size: int = 0  # 0: fitted to the device's free memory (generate.auto_batch_size)
+    engine: EngineConfig = EngineConfig()
     silence_db: float = -50.0  # frames quieter than this (dBFS RMS) keep the template mouth
     preview: bool = False
     hd: HDConfig | None = None  # --hd-retrieval: the mouth library and how to use it
@@ -65,33 +65,8 @@ class RenderConfig:
     tracker: TrackerConfig = TrackerConfig()
 
 
-class Timer:
-    """Seconds spent per stage."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def add(self, stage: str, since: float) -> float:
-        now = time.perf_counter()
-        self.seconds[stage] += now - since
-        return now
-
-
-@dataclasses.dataclass
-class Job:
-    """One output frame on its way through the pipeline."""
-
-    k: int
-    t: int  # template frame
-    frame: np.ndarray
-    generate: bool
-    crop: np.ndarray | None = None
-    m: np.ndarray | None = None  # frame -> crop
-    mask: np.ndarray | None = None  # paste mask in crop coordinates
-
-
 def silence_gate(wav: np.ndarray | Samples, n_frames: int, fps: float, threshold_db: float,
-                 hold_frames: int = 3) -> np.ndarray:
+                 hold_frames: int = SILENCE_HOLD_FRAMES) -> np.ndarray:
     """(n_frames,) bool, True where the mouth should move. Short pauses (< hold_frames on
     each side) stay voiced, so the mouth does not snap shut between syllables."""
     db = 20 * np.log10(np.maximum(frame_rms(wav, n_frames, fps), 1e-9))
@@ -100,124 +75,6 @@ def silence_gate(wav: np.ndarray | Samples, n_frames: int, fps: float, threshold
         kernel = np.ones(2 * hold_frames + 1)
         voiced = np.convolve(voiced.astype(float), kernel, mode="same") > 0
     return voiced
-
-
-# ----------------------------------------------------------------------- engines ----
-
-class Engine:
-    """Runs the generator on batches: torch on cpu/cuda/mps (BatchNorm folded into the
-    convolutions), or ONNX Runtime on the CPU (fp32, or static INT8 calibrated on the first
-    batch of the first render with this checkpoint; both cached, see export.cached_export)."""
-
-    def __init__(self, ckpt: Checkpoint, config: RenderConfig, source: str | Path) -> None:
-        from hygie_w2l.export import fold_batchnorm
-
-        self.arch, self.source, self.int8 = ckpt.arch, Path(source), config.int8
-        self.onnx = config.engine == "onnx"
-        self.device = torch.device("cpu") if self.onnx else pick_device(config.device)
-        self.model = fold_batchnorm(ckpt.model).to(self.device)
-        self.session: Any = None
-        self.note = ""  # what the engine did once (export reused, INT8 error), for the summary
-        if self.onnx:
-            from hygie_w2l.export import _require_onnxruntime
-
-            self._ort = _require_onnxruntime()
-        self.batch_size = config.batch_size or self._auto_batch_size(ckpt)
-        self.chunk = self.batch_size  # lowered when the device runs out of memory
-
-    def _auto_batch_size(self, ckpt: Checkpoint) -> int:
-        from hygie_w2l.export import example_inputs
-
-        mel, inputs = example_inputs(ckpt.arch, self.model)
-        return auto_batch_size(self.model, mel, inputs, self.device)
-
-    def __call__(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
-        """Generated crops of a batch; on a device out of memory, the batch is halved (and
-        stays halved for the rest of the render) rather than the render lost."""
-        outs, a = [], 0
-        while a < len(inputs):
-            try:
-                outs.append(self._run(inputs[a:a + self.chunk], mels[a:a + self.chunk]))
-                a += self.chunk
-            except torch.cuda.OutOfMemoryError:
-                if self.chunk == 1:
-                    raise HygieError("the GPU is out of memory even for one frame: close "
-                                     "other GPU programs or render with --device cpu.") from None
-                self.chunk = max(1, self.chunk // 2)
-                torch.cuda.empty_cache()
-                tqdm.write(f"GPU out of memory: generating {self.chunk} frames at a time")
-        return np.concatenate(outs)
-
-    def _open_session(self, mel: torch.Tensor, inputs: torch.Tensor) -> None:
-        from hygie_w2l.export import cached_export, relative_error
-
-        feeds = {"mel": mel.numpy(), "face": inputs.numpy()}
-        path, reused = cached_export(self.model, self.arch, self.source, self.int8, [feeds])
-        options = self._ort.SessionOptions()
-        # Idle ONNX Runtime threads spin by default, stealing the cores that blending,
-        # tracking and the encoder need while the generator waits for its next batch.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = self._ort.InferenceSession(str(path), options,
-                                                  providers=["CPUExecutionProvider"])
-        self.note = f"ONNX engine: {path}" + (" (cached)" if reused else " (exported)")
-        if self.int8:
-            with torch.no_grad():
-                expected = self.model(mel, inputs).numpy()
-            got = self.session.run(None, feeds)[0]
-            self.note += (f"; INT8 vs fp32 on the first batch: max error "
-                          f"{255 * np.abs(got - expected).max():.1f} levels, relative "
-                          f"{relative_error(got, expected):.1e}")
-
-    @torch.no_grad()
-    def _run(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
-        mel = torch.from_numpy(np.ascontiguousarray(mels))[:, None]
-        if self.onnx:
-            if self.session is None:
-                self._open_session(mel, inputs)
-            feeds = {i.name: t.numpy() for i, t in zip(self.session.get_inputs(),
-                                                       (mel, inputs), strict=True)}
-            return to_uint8(torch.from_numpy(self.session.run(None, feeds)[0]))
-        out = self.model(mel.to(self.device), inputs.to(self.device))
-        return to_uint8(out)
-
-
-def crop_size(ckpt: Checkpoint) -> int:
-    return 96 if ckpt.arch == "wav2lip" else int(ckpt.config["size_px"])
-
-
-# -------------------------------------------------------------------- pipeline ----
-
-def _crop_job(job: Job, template: Template, arch: str, size: int) -> None:
-    """Cut the generator's crop and its paste mask from the template frame (training
-    geometry: eye-anchored, smoothed boxes)."""
-    track = template.track
-    assert track.calibration is not None
-    lm = track.landmarks[job.t]
-    mouth = placed_box(lm, track.calibration.mouth)
-    m_mouth = box_affine(mouth, FILM_EDIT_SIZE if arch == "wav2lip" else size)
-    edit = generator_mask(FILM_EDIT_SIZE if arch == "wav2lip" else size)
-    if arch == "wav2lip":
-        job.m = box_affine(SquareBox.from_array(track.boxes[job.t]), size)
-        to_face = job.m @ np.vstack([invert(m_mouth), [0, 0, 1]])
-        job.mask = warp(edit, to_face, (size, size))
-    else:
-        job.m, job.mask = m_mouth, edit
-    job.crop = warp(job.frame, job.m, (size, size))
-
-
-def _batch_inputs(jobs: list[Job], arch: str) -> torch.Tensor:
-    crops = np.stack([j.crop for j in jobs])  # type: ignore[misc]
-    return wav2lip_inputs(crops, crops) if arch == "wav2lip" else film_inputs(crops)
-
-
-def _jobs(template: Template, n_frames: int, voiced: np.ndarray, config: RenderConfig
-          ) -> Iterator[Job]:
-    valid = template.track.valid
-    for k in range(n_frames):
-        t = template_index(k, template.n_frames, config.loop)
-        frame = np.asarray(template.frames[t])
-        yield Job(k, t, frame, bool(valid[t] and voiced[k]))
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,179 +127,122 @@ class RenderSummary:
         return d
 
 
-def _generate(batch: list[Job], engine: Engine, mel: MelWindows, timer: Timer
-              ) -> np.ndarray | None:
-    """The batch's generated crops (runs in the generator thread)."""
-    todo = [j for j in batch if j.generate]
-    if not todo:
-        return None
-    since = time.perf_counter()
-    mels = mel([j.k for j in todo])
-    generated = engine(_batch_inputs(todo, engine.arch), mels)
-    timer.add("generate", since)
-    return generated
-
-
-def _paste_all(batch: list[Job], generated: np.ndarray | None, config: RenderConfig,
-               timer: Timer) -> None:
-    since = time.perf_counter()
-    todo = [j for j in batch if j.generate]
-    for job, out in zip(todo, generated if generated is not None else [], strict=True):
-        assert job.mask is not None and job.m is not None
-        job.frame = paste(job.frame, out, job.mask, job.m, config.blend)
-    timer.add("blend", since)
-
-
-def _metadata(checkpoint: str | Path) -> dict[str, str]:
+def synthetic_tag(checkpoint: str | Path) -> dict[str, str]:
+    """The metadata every output carries: its mouth is synthetic, and who made it."""
     return {"comment": "The mouth region of this video is synthetic (lip-sync by hygie-w2l); "
                        "made with the consent of the person shown.",
             "hygie_synthetic_mouth": "1", "hygie_tool": f"hygie-w2l {__version__}",
             "hygie_checkpoint": Path(checkpoint).name}
 
 
+@dataclasses.dataclass
+class _Job:
+    """What one render works on, gathered once."""
+
+    template: Template
+    speech: AudioFile
+    voiced: np.ndarray  # (n_frames,) bool
+    n_frames: int
+    timer: Timer
+    tmp: Path
+    counts: dict[str, int] = dataclasses.field(
+        default_factory=lambda: {"generated": 0, "no_face": 0, "silent": 0})
+
+
 def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str | Path,
            config: RenderConfig = RenderConfig(), stats: str | Path | None = None
            ) -> RenderSummary:
-    started = time.perf_counter()
+    started, timer = time.perf_counter(), Timer()
     out = check_writable(out)
-    if config.int8 and config.engine != "onnx":
-        raise HygieError("--int8 quantises the ONNX engine's weights: add --engine onnx.")
-    hd = HDStage(config.hd, config.blend) if config.hd is not None else None
-    ckpt = load_checkpoint(checkpoint, expect=("wav2lip", "film_unet"))
-    timer = Timer()
-    with tempfile.TemporaryDirectory(prefix="hygie-render-", dir=out.parent) as tmp:
-        since = time.perf_counter()
+    ckpt = load_checkpoint(checkpoint, expect=GENERATOR_ARCHS)
+    generator = generator_for(ckpt)
+    engine = Engine(ckpt, generator, config.engine, checkpoint)
+    with contextlib.ExitStack() as stack:
+        hd = HDStage(config.hd, config.blend, timer) if config.hd is not None else None
+        if hd is not None:
+            stack.callback(hd.close)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hygie-render-",
+                                                                   dir=out.parent)))
+        job = _open(face, audio, config, tmp, timer)
+        stack.callback(job.template.close)
+        plan = plan_crops(job.template.track, generator.crop_config())
+        mel = MelWindows(job.speech, config.fps)
+        gen = GenerateStage(engine, lambda frames: mel([f.k for f in frames]), timer)
+        stack.callback(gen.close)
+        stages: list[Stage] = [CropStage(generator, plan, timer), gen,
+                               BlendStage(config.blend, timer)]
+        preview = _encode(job, stages + ([hd] if hd is not None else []), config,
+                          engine.batch_size, audio, checkpoint, out)
+        summary = _summarise(out, job, started, preview, stats, hd, engine)
+    return summary
+
+
+def _open(face: str | Path, audio: str | Path, config: RenderConfig, tmp: Path,
+          timer: Timer) -> _Job:
+    """Decode the speech (streamed to disk), gate its silences, decode and track the
+    template (as many frames as will be shown)."""
+    with timer("decode"):
         speech = AudioFile(audio, tmp)  # streamed: memory does not grow with its length
         n_frames = n_video_frames(speech.n_samples, config.fps)
         voiced = silence_gate(speech, n_frames, config.fps, config.silence_db)
-        timer.add("decode", since)
-        template = load_template(face, config.fps, config.start_s, config.tracker,
-                                 max_frames=n_frames)
-        for stage, seconds in template.seconds.items():
-            timer.seconds[stage] += seconds
-        try:
-            if not template.track.valid.any():
-                raise NoFaceError(f"{face}: no face found in the template. Give a video or "
-                                  "photo where the face is clearly visible.")
-            return _render_frames(template, ckpt, MelWindows(speech, config.fps), voiced,
-                                  n_frames, audio, checkpoint, out, config, timer, started,
-                                  stats, hd, Path(tmp))
-        finally:
-            template.close()
-            if hd is not None:
-                hd.close()
+    template = load_template(face, config.fps, config.start_s, config.tracker,
+                             max_frames=n_frames)
+    for stage, seconds in template.seconds.items():
+        timer.seconds[stage] += seconds
+    if not template.track.valid.any():
+        template.close()
+        raise NoFaceError(f"{face}: no face found in the template. Give a video or photo "
+                          "where the face is clearly visible.")
+    return _Job(template, speech, voiced, n_frames, timer, tmp)
 
 
-def _render_frames(template: Template, ckpt: Checkpoint, mel: MelWindows, voiced: np.ndarray,
-                   n_frames: int, audio: str | Path, checkpoint: str | Path, out: Path,
-                   config: RenderConfig, timer: Timer, started: float,
-                   stats: str | Path | None, hd: HDStage | None, tmp: Path) -> RenderSummary:
-    size = crop_size(ckpt)
-    h, w = template.frames.shape[1], template.frames.shape[2]
-    counts = {"generated": 0, "no_face": 0, "silent": 0}
-    engine = Engine(ckpt, config, checkpoint)
-    video = tmp / "video.mp4"
-    writer = VideoWriter(video, w, h, config.fps, crf=config.crf)
-    side = VideoWriter(tmp / "preview.mp4", 2 * w, h, config.fps, crf=config.crf) \
-        if config.preview else None
-    bar = tqdm(total=n_frames, desc="render", unit="frame", disable=None)
-    out_stage = _Output(writer, side, template, bar, timer, hd)
-    # The generator runs in its own thread on batch b while this one crops batch b+1
-    # and blends/encodes batch b-1 (torch and ONNX Runtime release the GIL).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending: tuple[list[Job], Future] | None = None
-        for batch in _batches(template, n_frames, voiced, config, engine.batch_size):
-            since = time.perf_counter()
-            for job in batch:
-                if job.generate:
-                    _crop_job(job, template, ckpt.arch, size)
-                    counts["generated"] += 1
-                else:
-                    counts["no_face" if not template.track.valid[job.t] else "silent"] += 1
-            timer.add("blend", since)
-            future = pool.submit(_generate, batch, engine, mel, timer)
-            if pending is not None:
-                _paste_all(pending[0], pending[1].result(), config, timer)
-                out_stage.write(pending[0])
-            pending = (batch, future)
-        if pending is not None:
-            _paste_all(pending[0], pending[1].result(), config, timer)
-            out_stage.write(pending[0])
-        out_stage.finish()
-    bar.close()
-    since = time.perf_counter()
-    writer.close()
-    mux(video, audio, out, _metadata(checkpoint))
-    preview = None
-    if side is not None:
-        side.close()
-        preview = out.with_name(out.stem + ".preview.mp4")
-        mux(tmp / "preview.mp4", audio, preview, _metadata(checkpoint))
-    timer.add("encode", since)
-    return _summarise(out, n_frames, counts, timer, started, preview, stats, hd, engine)
-
-
-def _batches(template: Template, n_frames: int, voiced: np.ndarray, config: RenderConfig,
-             size: int) -> Iterator[list[Job]]:
-    batch: list[Job] = []
-    for job in _jobs(template, n_frames, voiced, config):
-        batch.append(job)
-        if len(batch) == size:
+def _frames(job: _Job, config: RenderConfig, batch_size: int) -> Iterator[list[Frame]]:
+    """The reader: template frames in output order, in batches, counted."""
+    valid, batch = job.template.track.valid, []
+    for k in range(job.n_frames):
+        with job.timer("decode"):
+            t = template_index(k, job.template.n_frames, config.loop)
+            image = np.asarray(job.template.frames[t])
+        active = bool(valid[t] and job.voiced[k])
+        job.counts["generated" if active else "silent" if valid[t] else "no_face"] += 1
+        batch.append(Frame(k, t, image, active, source=image,
+                           landmarks=job.template.track.landmarks[t]))
+        if len(batch) == batch_size:
             yield batch
             batch = []
     if batch:
         yield batch
 
 
-class _Output:
-    """The end of the pipeline: the HD stage (when on), then the encoder(s), in order."""
-
-    def __init__(self, writer: VideoWriter, side: VideoWriter | None, template: Template,
-                 bar: tqdm, timer: Timer, hd: HDStage | None) -> None:
-        self.writer, self.side, self.template = writer, side, template
-        self.bar, self.timer, self.hd = bar, timer, hd
-
-    def write(self, batch: list[Job]) -> None:
-        if self.hd is None:
-            self._encode(batch)
-            return
-        since = time.perf_counter()
-        ready = []
-        for job in batch:
-            for done, frame in self.hd.push(job, job.frame, job.generate):
-                done.frame = frame
-                ready.append(done)
-        self.timer.add("hd", since)
-        self._encode(ready)
-
-    def finish(self) -> None:
-        if self.hd is not None:
-            since = time.perf_counter()
-            ready = []
-            for done, frame in self.hd.finish():
-                done.frame = frame
-                ready.append(done)
-            self.timer.add("hd", since)
-            self._encode(ready)
-
-    def _encode(self, jobs: list[Job]) -> None:
-        since = time.perf_counter()
-        for job in jobs:
-            self.writer.write(job.frame)
-            if self.side is not None:
-                self.side.write(np.hstack([np.asarray(self.template.frames[job.t]), job.frame]))
-        self.timer.add("encode", since)
-        self.bar.update(len(jobs))
+def _encode(job: _Job, stages: list[Stage], config: RenderConfig, batch_size: int,
+            audio: str | Path, checkpoint: str | Path, out: Path) -> Path | None:
+    """Run the chain into the encoder(s), then mux the speech in, atomically and tagged."""
+    h, w = job.template.frames.shape[1], job.template.frames.shape[2]
+    writer = VideoWriter(job.tmp / "video.mp4", w, h, config.fps, crf=config.crf)
+    side = VideoWriter(job.tmp / "preview.mp4", 2 * w, h, config.fps, crf=config.crf) \
+        if config.preview else None
+    bar = tqdm(total=job.n_frames, desc="render", unit="frame", disable=None)
+    for done in run_chain(_frames(job, config, batch_size),
+                          [*stages, EncodeStage(writer, side, job.timer)]):
+        bar.update(len(done))
+    bar.close()
+    with job.timer("encode"):
+        writer.close()
+        mux(job.tmp / "video.mp4", audio, out, synthetic_tag(checkpoint))
+        if side is None:
+            return None
+        side.close()
+        preview = out.with_name(out.stem + ".preview.mp4")
+        mux(job.tmp / "preview.mp4", audio, preview, synthetic_tag(checkpoint))
+    return preview
 
 
-def _summarise(out: Path, n_frames: int, counts: dict[str, int], timer: Timer,
-               started: float, preview: Path | None, stats: str | Path | None,
-               hd: HDStage | None, engine: Engine) -> RenderSummary:
-    seconds = dict(timer.seconds)
-    summary = RenderSummary(out, n_frames, n_frames / FPS, counts["generated"],
-                            counts["no_face"], counts["silent"], seconds,
-                            time.perf_counter() - started,
-                            peak_memory_mb(), preview,
+def _summarise(out: Path, job: _Job, started: float, preview: Path | None,
+               stats: str | Path | None, hd: HDStage | None, engine: Engine) -> RenderSummary:
+    c = job.counts
+    summary = RenderSummary(out, job.n_frames, job.n_frames / FPS, c["generated"],
+                            c["no_face"], c["silent"], dict(job.timer.seconds),
+                            time.perf_counter() - started, peak_memory_mb(), preview,
                             hd.summary() if hd is not None else None,
                             hd.warning() if hd is not None else None, engine.chunk,
                             engine.note)

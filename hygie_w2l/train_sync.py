@@ -30,8 +30,9 @@ from hygie_w2l.runs import (
     start_run,
     unwrap,
 )
+from hygie_w2l.weights import EXPERT_FILE, official_path
 
-OFFICIAL_EXPERT = Path("checkpoints/lipsync_expert.pth")
+OFFICIAL_EXPERT = official_path(EXPERT_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,17 @@ def _save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int,
                                "best_accuracy": best[1], "stale_evals": stale})
 
 
+def _restore(path: Path, model: nn.Module, opt: torch.optim.Optimizer
+             ) -> tuple[int, tuple[float, float], int]:
+    """Weights, optimiser and RNG from ``last.pt``; (step, (best loss, accuracy), stale)."""
+    ckpt = load_checkpoint(path, expect="syncnet_color")
+    model.load_state_dict(ckpt.model.state_dict())
+    opt.load_state_dict(ckpt.optimizer or {})
+    torch.set_rng_state(ckpt.extra["rng"])
+    best = (float(ckpt.extra["best_loss"]), float(ckpt.extra["best_accuracy"]))
+    return ckpt.step, best, int(ckpt.extra["stale_evals"])
+
+
 def train_sync(dataset: str | Path, out: str | Path, config: TrainConfig,
                resume: bool = False) -> SyncSummary:
     # Set-up, data, model, optimiser.
@@ -100,14 +112,7 @@ def train_sync(dataset: str | Path, out: str | Path, config: TrainConfig,
     model = model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     run = RunDir(out, config, resume, ["loss", "accuracy"])
-    step, best, stale = 0, (math.inf, 0.0), 0
-    if resume:
-        ckpt = load_checkpoint(run.last, expect="syncnet_color")
-        model.load_state_dict(ckpt.model.state_dict())
-        opt.load_state_dict(ckpt.optimizer or {})
-        torch.set_rng_state(ckpt.extra["rng"])
-        step, stale = ckpt.step, int(ckpt.extra["stale_evals"])
-        best = (float(ckpt.extra["best_loss"]), float(ckpt.extra["best_accuracy"]))
+    step, best, stale = _restore(run.last, model, opt) if resume else (0, (math.inf, 0.0), 0)
     if torch.distributed.is_initialized():
         model = torch.nn.parallel.DistributedDataParallel(model)
     if is_main():

@@ -25,7 +25,21 @@ from tqdm import tqdm
 from hygie_w2l.atomic import atomic_path
 from hygie_w2l.errors import HygieError
 
-DEFAULT_MANIFEST = Path("checkpoints/manifest.json")
+CHECKPOINTS_DIR = Path("checkpoints")  # official weights: downloaded, imported, looked up
+DEFAULT_MANIFEST = CHECKPOINTS_DIR / "manifest.json"
+
+
+# The official files the code looks for by name (the manifest lists them all).
+EXPERT_FILE = "lipsync_expert.pth"  # SyncNet_color, the lip-sync expert
+DISC_FILE = "visual_quality_disc.pth"  # Wav2Lip_disc_qual
+SYNCNET_V2_FILE = "syncnet_v2.model"  # SyncNet v2 of the LSE-D/LSE-C evaluation
+
+
+def official_path(name: str) -> Path:
+    """Where an official weight file lives (``checkpoints/NAME``)."""
+    return CHECKPOINTS_DIR / name
+
+
 LICENSE_ENV = "HYGIE_ACCEPT_WEIGHTS_LICENSE"
 LICENSE_MARKER = ".license-accepted"
 CHUNK_BYTES = 1 << 20

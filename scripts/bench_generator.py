@@ -13,16 +13,18 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hygie_w2l.export import example_inputs, export_generator, fold_batchnorm
-from hygie_w2l.models.checkpoint import build_model
+from hygie_w2l.export import export_generator, fold_batchnorm
+from hygie_w2l.generators import generator_class
+from hygie_w2l.types import GENERATOR_ARCHS
 
 
-def frames_per_s(step, batch: int, seconds: float) -> float:  # type: ignore[no-untyped-def]
+def frames_per_s(step: Callable[[], object], batch: int, seconds: float) -> float:
     step()  # warm-up
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -41,16 +43,19 @@ def flops_per_frame(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) ->
 def bench_arch(arch: str, seconds: float, tmp: Path) -> list[dict]:
     import onnxruntime as ort
 
-    model = build_model(arch, {"size_px": 128} if arch == "film_unet" else None).eval()
+    cls = generator_class(arch)
+    model = cls.build_model().eval()
+    generator = cls.of_model(model)
     folded = fold_batchnorm(model)  # what render runs
-    # INT8 (static, Wav2Lip only) calibrated on random inputs: speed does not depend on it.
-    report = export_generator(model, arch, tmp / f"{arch}.onnx", int8=arch == "wav2lip")
+    # INT8 (static, where allowed) calibrated on random inputs: speed does not depend on it.
+    report = export_generator(model, generator, tmp / f"{arch}.onnx",
+                              int8=generator.int8_refusal is None)
     onnx_models = {"onnx fp32": report.path}
     if report.int8_path is not None:
         onnx_models["onnx int8"] = report.int8_path
     rows = []
     for batch in (1, 8):
-        inputs = example_inputs(arch, model, batch)
+        inputs = generator.example_inputs(batch)
         with torch.no_grad():
             torch_fps = frames_per_s(lambda x=inputs: folded(*x), batch, seconds)
         engines = {"torch fp32": torch_fps}
@@ -60,7 +65,7 @@ def bench_arch(arch: str, seconds: float, tmp: Path) -> list[dict]:
             engines[name] = frames_per_s(lambda s=sess, f=feeds: s.run(None, f), batch, seconds)
         for engine, fps in engines.items():
             rows.append({"arch": arch, "batch": batch, "engine": engine, "frames_per_s": fps})
-    gflops = flops_per_frame(model, example_inputs(arch, model, 1)) / 1e9
+    gflops = flops_per_frame(model, generator.example_inputs(1)) / 1e9
     for row in rows:
         row["gflops_per_frame"] = gflops
     return rows
@@ -73,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [r for arch in ("wav2lip", "film_unet")
+        rows = [r for arch in GENERATOR_ARCHS
                 for r in bench_arch(arch, args.seconds, Path(tmp))]
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     print(f"generator throughput on {machine}, torch {torch.__version__}")

@@ -22,14 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hygie_w2l.compose import compose  # noqa: E402
+from hygie_w2l.library import MouthLibrary, build_index, make_faiss_index  # noqa: E402
 from hygie_w2l.prepare import prepare  # noqa: E402
-from hygie_w2l.retrieval import (  # noqa: E402
-    MouthLibrary,
-    TemporalChooser,
-    build_index,
-    compose,
-    make_faiss_index,
-)
+from hygie_w2l.temporal import TemporalChooser  # noqa: E402
 
 
 def main() -> int:

@@ -79,7 +79,7 @@ def fixed_budget(tmp: Path, clip: Path, steps: int) -> dict:
     val = [dict(zip(header, r, strict=True)) for r in log[1:] if r[1] == "val"]
     data = PreparedDataset(ds)
     frames = list(range(*data.split.val))
-    gen, real = held_out_openings(load_checkpoint(tmp / "selfie_run").model, data, clip, frames)
+    gen, real = held_out_openings(load_checkpoint(tmp / "selfie_run"), data, clip, frames)
     return {"clip": clip.name, "prepare_s": prep_s, "steps": steps, "train_s": train_s,
             "val_mouth_l1_curve": [(int(v["step"]), float(v["mouth_l1"])) for v in val],
             "best_val_mouth_l1": summary.best_val,

@@ -68,12 +68,14 @@ def make_variant(src: Path, out: Path, edit, size: tuple[int, int] | None = None
 @pytest.fixture(scope="session")
 def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An 8-second synthetic clip, prepared (held-out split of ~30 frames)."""
+    from hygie_w2l.crops import CropConfig
     from hygie_w2l.fixtures import FixtureConfig, write_fixture
     from hygie_w2l.prepare import PrepareConfig, prepare
 
     folder = tmp_path_factory.mktemp("synthds")
     write_fixture(folder / "person.mp4", FixtureConfig(seconds=8.0, seed=3))
-    prepare(folder / "person.mp4", folder / "ds", config=PrepareConfig(mouth_size_px=96))
+    prepare(folder / "person.mp4", folder / "ds",
+            config=PrepareConfig(crops=CropConfig(mouth_px=96)))
     return folder / "ds"
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from hygie_w2l import media
 from hygie_w2l.evaluate import EvalConfig, evaluate
-from hygie_w2l.retrieval import HDConfig, build_index
+from hygie_w2l.hd import HDConfig
+from hygie_w2l.library import build_index
 from tests.conftest import run_cli
 
 

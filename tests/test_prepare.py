@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from hygie_w2l import media
-from hygie_w2l.dataset import GeneratorDataset, MouthCropDataset, PreparedDataset, SyncDataset
+from hygie_w2l.crops import CropConfig
+from hygie_w2l.dataset import PreparedDataset, SyncDataset
 from hygie_w2l.fixtures import FixtureConfig, write_fixture
+from hygie_w2l.generators.film_unet import FilmUNetSampler
+from hygie_w2l.generators.wav2lip import Wav2LipSampler
 from hygie_w2l.geometry import transform_points
 from hygie_w2l.landmarks import outer_inner_rings
 from hygie_w2l.prepare import PrepareConfig, prepare
@@ -40,7 +43,7 @@ def test_mouth_masks_sit_on_the_lips(synth_dataset: Path) -> None:
     masks = d.array("mouth_mask")
     for i in range(d.n_frames):
         outer, _ = outer_inner_rings(np.asarray(d.landmarks[i]))
-        lips = transform_points(outer, d.transforms["mouth"][i])
+        lips = transform_points(outer, d.plan.mouth[i])
         ys, xs = np.nonzero(masks[i] > 127)
         assert lips[:, 0].min() <= xs.mean() <= lips[:, 0].max(), i
         assert lips[:, 1].min() <= ys.mean() <= lips[:, 1].max(), i
@@ -57,11 +60,11 @@ def test_datasets_have_the_official_layouts(synth_dataset: Path) -> None:
     d = PreparedDataset(synth_dataset)
     faces, mel, label = SyncDataset(d, "train")[0]
     assert faces.shape == (15, 48, 96) and mel.shape == (1, 80, 16) and label.shape == (1,)
-    x, mels, sync_mel, y, mouth = GeneratorDataset(d, "train")[3]
+    x, mels, sync_mel, y, mouth = Wav2LipSampler(d, "train")[3]
     assert x.shape == (6, 5, 96, 96) and mels.shape == (5, 1, 80, 16)
     assert y.shape == (3, 5, 96, 96) and mouth.shape == (1, 5, 96, 96)
     assert x[:3, :, 48:].abs().sum() == 0 and x[:3, :, :48].abs().sum() > 0  # lower half masked
-    crop, mels2, real, mask = MouthCropDataset(d, "val")[1]
+    crop, mels2, real, mask = FilmUNetSampler(d, "val")[1]
     assert crop.shape == (2, 4, 128, 128) and real.shape == (2, 3, 128, 128)
     assert mels2.shape == (2, 1, 80, 16) and mask.shape == (2, 1, 128, 128)
     for name in ("train", "val"):
@@ -78,7 +81,7 @@ def test_rerun_is_skipped_and_a_new_config_rebuilds(synth_clip, synth_dataset: P
     assert time.monotonic() - start < 5
     out = tmp_path / "ds"
     prepare(synth_clip[0], out)
-    summary = prepare(synth_clip[0], out, config=PrepareConfig(mouth_size_px=96))
+    summary = prepare(synth_clip[0], out, config=PrepareConfig(crops=CropConfig(mouth_px=96)))
     assert not summary.skipped
     assert PreparedDataset(out).array("mouth").shape[1:] == (96, 96, 3)
 

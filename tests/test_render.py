@@ -15,11 +15,14 @@ import soundfile as sf
 import torch
 
 from hygie_w2l import media
+from hygie_w2l.generate import EngineConfig
 from hygie_w2l.geometry import box_affine, generator_mask, invert, placed_box, warp
 from hygie_w2l.models.checkpoint import build_model, save_checkpoint, save_official_layout
 from hygie_w2l.render import RenderConfig, render, silence_gate
 from hygie_w2l.template import load_template, template_index
 from tests.conftest import make_variant, run_cli
+
+CPU = EngineConfig(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def test_feather_leaves_everything_outside_the_mouth_untouched(synth_clip, film_
                                                                 tmp_path: Path) -> None:
     clip, _ = synth_clip
     out = tmp_path / "out.mp4"
-    summary = render(clip, clip, film_ckpt, out, RenderConfig(blend="feather", device="cpu"))
+    summary = render(clip, clip, film_ckpt, out, RenderConfig(blend="feather", engine=CPU))
     assert summary.generated > 50 and summary.no_face == 0
     info = media.probe(out)
     assert (info.video_codec, info.audio_streams[0].codec) == ("h264", "aac")
@@ -108,7 +111,7 @@ def test_still_image_with_mp3_speech(real_data: Path, synth_clip, film_ckpt: Pat
     media.run_ffmpeg(["-v", "error", "-i", str(real_data / "speech_abstract_33s.mp3"), "-t",
                       "6", "-y", str(speech)], "cut")
     out = tmp_path / "still.mp4"
-    summary = render(photo, speech, film_ckpt, out, RenderConfig(device="cpu"))
+    summary = render(photo, speech, film_ckpt, out, RenderConfig(engine=CPU))
     assert abs(_duration(out) - _duration(speech)) <= 1 / 25 + 0.03
     assert summary.generated + summary.silent == summary.n_frames
 
@@ -119,7 +122,7 @@ def test_frames_without_a_face_pass_through_and_are_counted(synth_clip, film_ckp
     gaps = make_variant(clip, tmp_path / "gaps.mp4",
                         lambda f, i: np.full_like(f, 70) if 40 <= i < 60 else f)
     summary = render(gaps, clip, film_ckpt, tmp_path / "o.mp4",
-                     RenderConfig(blend="feather", device="cpu"))
+                     RenderConfig(blend="feather", engine=CPU))
     assert summary.no_face == 20
 
 
@@ -210,11 +213,12 @@ def test_batch_size_fits_the_free_memory(wav2lip_ckpt: Path) -> None:
 
 def test_out_of_memory_halves_the_batch_instead_of_failing(film_ckpt: Path,
                                                           tmp_path: Path) -> None:
+    from hygie_w2l.generate import Engine
+    from hygie_w2l.generators import generator_for
     from hygie_w2l.models.checkpoint import load_checkpoint
-    from hygie_w2l.render import Engine
 
     ckpt = load_checkpoint(film_ckpt)
-    engine = Engine(ckpt, RenderConfig(batch_size=8), tmp_path)
+    engine = Engine(ckpt, generator_for(ckpt), EngineConfig(batch_size=8))
     real = engine.model
     calls: list[int] = []
 
@@ -245,7 +249,8 @@ def test_int8_onnx_engine_is_calibrated_once_then_cached(synth_clip, wav2lip_ckp
     clip, _ = synth_clip
     speech = tmp_path / "speech.wav"
     sf.write(speech, media.load_audio(clip)[:2 * 16000], 16000)
-    config = RenderConfig(blend="feather", engine="onnx", int8=True)
+    # lossless x264 (crf 0): lossy encoding alone moves the mean by 0.3-0.5 levels, chaotically
+    config = RenderConfig(blend="feather", crf=0, engine=EngineConfig(engine="onnx", int8=True))
     first = render(clip, speech, wav2lip_ckpt, tmp_path / "a.mp4", config)
     assert "(exported)" in first.engine_note and "INT8 vs fp32" in first.engine_note
     error_levels = float(first.engine_note.split("max error ")[1].split(" levels")[0])
@@ -254,8 +259,8 @@ def test_int8_onnx_engine_is_calibrated_once_then_cached(synth_clip, wav2lip_ckp
     second = render(clip, speech, wav2lip_ckpt, tmp_path / "b.mp4", config)
     assert "(cached)" in second.engine_note and second.generated == first.generated > 40
     torch_run = render(clip, speech, wav2lip_ckpt, tmp_path / "c.mp4",
-                       RenderConfig(blend="feather"))
+                       RenderConfig(blend="feather", crf=0))
     a = np.stack(list(media.read_frames(tmp_path / "a.mp4"))).astype(int)
     c = np.stack(list(media.read_frames(tmp_path / "c.mp4"))).astype(int)
     assert torch_run.generated == first.generated
-    assert np.abs(a - c).mean() < 0.5  # the same video, in 8 bits
+    assert np.abs(a - c).mean() < 0.1  # the same video, in 8 bits (measured: 0.02)

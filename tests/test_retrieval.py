@@ -11,24 +11,25 @@ import numpy as np
 import pytest
 
 from hygie_w2l import media
+from hygie_w2l.compose import compose
 from hygie_w2l.face_tracker import FaceMeshDetector
+from hygie_w2l.generate import EngineConfig
 from hygie_w2l.geometry import hd_affine, hd_patch_size, polygon_mask, transform_points
+from hygie_w2l.hd import HDConfig, default_library
 from hygie_w2l.landmarks import mouth_width, outer_inner_rings
-from hygie_w2l.render import RenderConfig, render
-from hygie_w2l.retrieval import (
-    HDConfig,
+from hygie_w2l.library import (
     IndexConfig,
     IndexError_,
     MouthLibrary,
-    TemporalChooser,
     build_index,
-    compose,
-    default_library,
     describe_frame,
     lip_points,
-    viterbi,
 )
+from hygie_w2l.render import RenderConfig, render
+from hygie_w2l.temporal import TemporalChooser, viterbi
 from tests.conftest import run_cli
+
+CPU = EngineConfig(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -160,13 +161,13 @@ def test_index_cli_and_render_with_hd_retrieval(synth_clip, synth_dataset: Path,
     clip, _ = synth_clip
     out, stats = tmp_path / "hd.mp4", tmp_path / "stats.json"
     summary = render(clip, clip, random_film_ckpt, out,
-                     RenderConfig(device="cpu", hd=HDConfig(index=lib)), stats)
+                     RenderConfig(engine=CPU, hd=HDConfig(index=lib)), stats)
     hd = json.loads(stats.read_text())["hd"]
     assert hd["frames"] + hd["missed"] == summary.generated > 50
     assert len(hd["per_frame"]) == hd["frames"] and hd["distinct_entries"] >= 1
     assert media.probe(out).n_frames == summary.n_frames
     plain = tmp_path / "plain.mp4"
-    render(clip, clip, random_film_ckpt, plain, RenderConfig(device="cpu"))
+    render(clip, clip, random_film_ckpt, plain, RenderConfig(engine=CPU))
     a, b = (np.stack(list(media.read_frames(p))) for p in (plain, out))
     assert np.abs(a.astype(int) - b.astype(int)).max() > 30  # the inner mouths changed
     r = run_cli("render", "--face", str(clip), "--audio", str(clip), "--checkpoint",

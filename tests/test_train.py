@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from hygie_w2l.crops import CropConfig
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.errors import OutputError
 from hygie_w2l.fixtures import FixtureConfig, write_fixture
@@ -38,7 +39,7 @@ def long_clip(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def dataset(long_clip, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train") / "ds"
-    prepare(long_clip[0], out, config=PrepareConfig(mouth_size_px=96))
+    prepare(long_clip[0], out, config=PrepareConfig(crops=CropConfig(mouth_px=96)))
     return out
 
 
@@ -72,7 +73,7 @@ def test_film_unet_learns_the_held_out_mouth_from_audio(long_clip, dataset: Path
     assert (tmp_path / "run" / "previews" / "step_0000400.png").exists()
     data = PreparedDataset(dataset)
     frames = list(range(*data.split.val))
-    model = load_checkpoint(tmp_path / "run").model
+    model = load_checkpoint(tmp_path / "run")
     opening = np.asarray(truth["opening"])[frames]
     generated, _ = held_out_openings(model, data, video, frames)
     assert (~np.isnan(generated)).mean() > 0.95

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +22,21 @@ from torch import nn
 from hygie_w2l import __version__
 from hygie_w2l.atomic import atomic_path
 from hygie_w2l.errors import HygieError
-from hygie_w2l.models.film_unet import FilmUNet, FilmUNetConfig
 from hygie_w2l.models.syncnet_lse import SyncNetV2_lse
-from hygie_w2l.models.wav2lip import SyncNet_color, Wav2Lip, Wav2Lip_disc_qual
+from hygie_w2l.models.wav2lip import SyncNet_color, Wav2Lip_disc_qual
+from hygie_w2l.types import GENERATOR_ARCHS
 
 FORMAT = "hygie-w2l-checkpoint"
 FORMAT_VERSION = 1
 
-# Architecture names used in our files and on the command line.
-OFFICIAL_ARCHS = ("wav2lip", "syncnet_color", "disc_qual", "syncnet_v2")
-ARCHS = (*OFFICIAL_ARCHS, "film_unet")
+# The models that are not mouth generators (those are built by their generator class,
+# hygie_w2l/generators/), by the names used in our files.
+AUX_MODELS: dict[str, Callable[[], nn.Module]] = {
+    "syncnet_color": SyncNet_color, "disc_qual": Wav2Lip_disc_qual,
+    "syncnet_v2": SyncNetV2_lse}
+ARCHS = (*GENERATOR_ARCHS, *AUX_MODELS)
+# Official files carry no architecture name: it is recognised from their keys.
+OFFICIAL_ARCHS = ("wav2lip", *AUX_MODELS)
 
 
 class CheckpointError(HygieError):
@@ -39,20 +44,13 @@ class CheckpointError(HygieError):
 
 
 def build_model(arch: str, config: Mapping[str, Any] | None = None) -> nn.Module:
-    """A fresh model of ``arch`` (config only for film_unet)."""
-    if arch == "wav2lip":
-        return Wav2Lip()
-    if arch == "syncnet_color":
-        return SyncNet_color()
-    if arch == "disc_qual":
-        return Wav2Lip_disc_qual()
-    if arch == "syncnet_v2":
-        return SyncNetV2_lse()
-    if arch == "film_unet":
-        cfg = dict(config or {})
-        if "channels" in cfg:
-            cfg["channels"] = tuple(cfg["channels"])
-        return FilmUNet(FilmUNetConfig(**cfg))
+    """A fresh model of ``arch`` (from a checkpoint's config where the model has one)."""
+    if arch in AUX_MODELS:
+        return AUX_MODELS[arch]()
+    if arch in GENERATOR_ARCHS:
+        from hygie_w2l.generators import generator_class
+
+        return generator_class(arch).build_model(config)
     raise CheckpointError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
 
 

@@ -1,0 +1,123 @@
+"""The one crop recipe: a track (landmarks per frame) -> every crop's frame -> crop matrix.
+
+``prepare`` (training crops), ``render`` (the template's crops) and ``eval`` (held-out
+frames) all call :func:`plan_crops`, so the generator is fed at render exactly the crops it
+saw in training: the same eye-anchored boxes, smoothed over time the same way.
+
+* face: the Wav2Lip face crop, ``face_px`` square on the One-Euro smoothed face box;
+* mouth: the FiLM U-Net mouth crop, ``mouth_px`` square on the eye-placed lip box, smoothed
+  by a zero-phase EMA (forwards then backwards: no lag);
+* hd: the native-resolution mouth patch in the canonical mouth frame (a similarity that
+  puts this frame's mouth corners at fixed points; ``hd_hw`` follows the video's median
+  mouth width), for the mouth library.
+
+Matrices are (N, 2, 3) float64, NaN where the frame has no face (the geometry of each crop
+is in geometry.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from hygie_w2l.face_tracker import Track
+from hygie_w2l.geometry import (
+    FACE_CROP_PX,
+    BoxCalibration,
+    SquareBox,
+    box_affine,
+    hd_affine,
+    hd_patch_size,
+    placed_box,
+    warp,
+)
+from hygie_w2l.landmarks import mouth_width
+from hygie_w2l.models.film_unet import SUPPORTED_SIZES_PX
+from hygie_w2l.types import CropKind, Image
+
+MOUTH_CROP_PX = 128  # the FiLM U-Net's default mouth crop
+MOUTH_CROP_SIZES_PX = SUPPORTED_SIZES_PX  # the FiLM U-Net's
+
+
+@dataclasses.dataclass(frozen=True)
+class CropConfig:
+    face_px: int = FACE_CROP_PX
+    mouth_px: int = MOUTH_CROP_PX
+    mouth_ema: float = 0.6  # weight of the previous mouth box (zero-phase EMA); 0: none
+
+
+@dataclasses.dataclass(frozen=True)
+class CropPlan:
+    """Per-frame frame -> crop matrices of every crop kind, and the crops' sizes."""
+
+    face: np.ndarray  # (N, 2, 3) float64, NaN where no face
+    mouth: np.ndarray
+    hd: np.ndarray
+    hd_hw: tuple[int, int]  # (h, w) of the HD patch
+    mouth_width_px: float  # median corner-to-corner width over the video's faces
+    config: CropConfig = CropConfig()
+
+    def __len__(self) -> int:
+        return len(self.face)
+
+    def matrices(self, kind: CropKind) -> np.ndarray:
+        return {"face": self.face, "mouth": self.mouth, "hd": self.hd}[kind]
+
+    def size(self, kind: CropKind) -> tuple[int, int]:
+        """(h, w) of a crop of ``kind``."""
+        if kind == "hd":
+            return self.hd_hw
+        side = self.config.face_px if kind == "face" else self.config.mouth_px
+        return side, side
+
+    def cut(self, image: Image, kind: CropKind, i: int) -> Image:
+        """Frame ``i``'s crop of ``kind`` from its picture ``image``."""
+        return warp(image, self.matrices(kind)[i], self.size(kind))
+
+    def with_config(self, config: CropConfig) -> CropPlan:
+        """The same boxes cut at another crop size (a crop matrix scales with its size);
+        the smoothing, a property of the boxes, stays what it was."""
+        return dataclasses.replace(
+            self, face=self.face * (config.face_px / self.config.face_px),
+            mouth=self.mouth * (config.mouth_px / self.config.mouth_px),
+            config=dataclasses.replace(config, mouth_ema=self.config.mouth_ema))
+
+    def to_npz(self, path: Path) -> None:
+        np.savez(path, face=self.face, mouth=self.mouth, hd=self.hd)
+
+
+def smooth_mouth_boxes(landmarks: np.ndarray, valid: np.ndarray, alpha: float,
+                       calibration: BoxCalibration) -> np.ndarray:
+    """(N, 3) mouth boxes (cx, cy, side) placed on the eyes, EMA-smoothed forwards then
+    backwards (no lag); NaN where invalid. A run of faceless frames restarts the filter."""
+    raw = np.full((len(landmarks), 3), np.nan)
+    for i in np.flatnonzero(valid):
+        raw[i] = placed_box(landmarks[i], calibration.mouth).as_array()
+    out = raw.copy()
+    for order in (range(len(raw)), range(len(raw) - 1, -1, -1)):
+        prev = None
+        for i in order:
+            if np.isnan(out[i]).any():
+                prev = None
+                continue
+            out[i] = out[i] if prev is None else alpha * prev + (1 - alpha) * out[i]
+            prev = out[i]
+    return out
+
+
+def plan_crops(track: Track, config: CropConfig = CropConfig()) -> CropPlan:
+    """Every crop matrix of every frame of ``track`` (the single recipe, smoothing included)."""
+    n, valid, lm = len(track.status), track.valid, track.landmarks
+    face, mouth, hd = (np.full((n, 2, 3), np.nan) for _ in range(3))
+    if not valid.any() or track.calibration is None:
+        return CropPlan(face, mouth, hd, (8, 8), float("nan"), config)
+    width = float(np.median([mouth_width(lm[i]) for i in np.flatnonzero(valid)]))
+    hd_hw = hd_patch_size(width)
+    boxes = smooth_mouth_boxes(lm, valid, config.mouth_ema, track.calibration)
+    for i in np.flatnonzero(valid):
+        face[i] = box_affine(SquareBox.from_array(track.boxes[i]), config.face_px)
+        mouth[i] = box_affine(SquareBox.from_array(boxes[i]), config.mouth_px)
+        hd[i] = hd_affine(lm[i], hd_hw)
+    return CropPlan(face, mouth, hd, hd_hw, width, config)

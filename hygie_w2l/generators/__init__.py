@@ -1,0 +1,53 @@
+"""The mouth generators, one class per architecture; the registry is the only place that
+lists them (add an architecture: one file here, one line below, one name in
+types.GeneratorArch)."""
+
+from __future__ import annotations
+
+from hygie_w2l.errors import HygieError
+from hygie_w2l.generators.base import Cut, Generator
+from hygie_w2l.generators.film_unet import FilmUNetGenerator
+from hygie_w2l.generators.wav2lip import Wav2LipGenerator
+from hygie_w2l.models.checkpoint import Checkpoint
+from hygie_w2l.types import GENERATOR_ARCHS, GeneratorArch
+
+GENERATORS: dict[GeneratorArch, type[Generator]] = {
+    "wav2lip": Wav2LipGenerator,
+    "film_unet": FilmUNetGenerator,
+}
+assert tuple(GENERATORS) == GENERATOR_ARCHS
+
+
+def generator_class(arch: str) -> type[Generator]:
+    try:
+        return GENERATORS[arch]  # type: ignore[index]
+    except KeyError:
+        raise HygieError(f"unknown generator {arch!r}; known: {', '.join(GENERATORS)}") from None
+
+
+FALLBACK_ARCH: GeneratorArch = "film_unet"  # trains from scratch on a CPU
+
+
+def default_arch() -> GeneratorArch:
+    """The generator to fine-tune when none is named: the first whose official weights are
+    in checkpoints/, else the one that learns from scratch."""
+    from hygie_w2l.weights import official_path
+
+    for arch, cls in GENERATORS.items():
+        if cls.official_file and official_path(cls.official_file).exists():
+            return arch
+    return FALLBACK_ARCH
+
+
+def generator_for(ckpt: Checkpoint) -> Generator:
+    """The generator that feeds a loaded checkpoint's model."""
+    return generator_class(ckpt.arch).of_model(ckpt.model)
+
+
+def cli_name(arch: str) -> str:
+    """How the command line spells an architecture (film_unet -> film-unet)."""
+    return arch.replace("_", "-")
+
+
+__all__ = ["GENERATORS", "Cut", "Generator", "cli_name", "default_arch", "generator_class",
+           "generator_for"]
