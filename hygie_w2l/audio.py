@@ -24,7 +24,7 @@ The ``"inference"`` alignment is kept selectable for comparisons with the offici
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -247,17 +247,52 @@ def mel_columns(samples: Samples, first: int, stop: int) -> Mel:
     return _scaled_mel(_stft_magnitude(y[idx - lo]))
 
 
+@runtime_checkable
+class MelSource(Protocol):
+    """The mel-spectrogram of a recording, readable by columns (whole or streamed)."""
+
+    n_mel: int  # mel frames in all
+
+    def columns(self, first: int, stop: int) -> Mel:
+        """``melspectrogram(all samples)[:, first:stop]`` (clipped to the recording)."""
+        ...
+
+
+class StreamedMel:
+    """:class:`MelSource` of :class:`Samples` (a file on disk): only the columns asked for
+    are computed, from the samples they need."""
+
+    def __init__(self, samples: Samples) -> None:
+        self.samples = samples
+        self.n_mel = n_mel_frames(samples.n_samples)
+
+    def columns(self, first: int, stop: int) -> Mel:
+        return mel_columns(self.samples, first, stop)
+
+
+class ArrayMel:
+    """:class:`MelSource` of a whole mel-spectrogram in memory (a prepared dataset's)."""
+
+    def __init__(self, mel: Mel) -> None:
+        self.mel = mel
+        self.n_mel = mel.shape[1]
+
+    def columns(self, first: int, stop: int) -> Mel:
+        return self.mel[:, max(first, 0):max(stop, 0)]
+
+
 class MelWindows:
     """Training-aligned (80, 16) windows of any video frames, computed on demand from a
-    :class:`Samples` source: ``windows(frames)`` equals ``mel_windows`` of the whole mel."""
+    :class:`MelSource` (or :class:`Samples`): ``windows(frames)`` equals ``mel_windows`` of
+    the whole mel."""
 
-    def __init__(self, samples: Samples, fps: float = FPS) -> None:
-        self.samples, self.fps = samples, fps
-        self.n_mel = n_mel_frames(samples.n_samples)
+    def __init__(self, source: MelSource | Samples, fps: float = FPS) -> None:
+        self.source = source if isinstance(source, MelSource) else StreamedMel(source)
+        self.fps, self.n_mel = fps, self.source.n_mel
 
     def __call__(self, frames: np.ndarray | list[int]) -> np.ndarray:
         starts = np.array([mel_window_start(int(k), self.fps, "train") for k in frames])
         idx = np.clip(starts[:, None] + np.arange(MEL_WINDOW_FRAMES), 0, self.n_mel - 1)
         lo = int(idx.min())
-        cols = mel_columns(self.samples, lo, int(idx.max()) + 1)
+        cols = self.source.columns(lo, int(idx.max()) + 1)
         return np.ascontiguousarray(cols[:, idx - lo].transpose(1, 0, 2))

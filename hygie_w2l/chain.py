@@ -15,16 +15,30 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from hygie_w2l.audio import MelSource, MelWindows
 from hygie_w2l.blend import BlendMode, paste
 from hygie_w2l.crops import CropPlan
-from hygie_w2l.generate import Engine
-from hygie_w2l.generators import Cut, Generator
 from hygie_w2l.media import VideoWriter
-from hygie_w2l.types import Image, Landmarks
+from hygie_w2l.types import Affine, Image, Landmarks
+
+if TYPE_CHECKING:
+    from hygie_w2l.generate import EngineConfig
+    from hygie_w2l.hd import HDConfig
+    from hygie_w2l.models.checkpoint import Checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """What a generator is fed from one frame, and where its output goes back."""
+
+    crop: Image  # (S, S, 3) uint8 BGR
+    m: Affine  # frame -> crop
+    mask: np.ndarray  # (S, S) float32 in [0, 1]: the part of the output pasted back
 
 
 @dataclasses.dataclass
@@ -33,6 +47,7 @@ class Frame:
 
     k: int  # output frame index
     t: int  # source frame: the template's (render) or the dataset's (eval)
+    audio: int  # the video frame of the speech it shows (render: k; eval: t)
     image: Image  # its picture, replaced by each stage that edits it
     active: bool  # the mouth is to be synthesised here (a face, and speech)
     source: Image | None = None  # the source frame's untouched picture
@@ -40,6 +55,41 @@ class Frame:
     cut: Cut | None = None  # the generator's crop, its paste matrix and mask
     reference: Image | None = None  # the generator's reference crop (None: cut.crop)
     generated: Image | None = None  # the generator's output crop
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What a generator's stages are built from, for a render or an eval."""
+
+    checkpoint: Checkpoint
+    source: Path | None  # the checkpoint's file (keys the ONNX engine's cache)
+    plan: CropPlan  # the crop matrices of the frames that will be pushed (by Frame.t)
+    speech: MelSource  # the speech the frames show (by Frame.audio)
+    n_audio_frames: int  # video frames of that speech
+    blend: BlendMode
+    engine: EngineConfig
+    hd: HDConfig | None  # the person's mouth library and how to use it
+    pose: np.ndarray  # (N, 3) yaw, pitch, roll of the frames (by Frame.t), degrees
+    timer: Timer
+    fps: float
+
+    def mel_windows(self, frames: list[Frame]) -> np.ndarray:
+        """The (B, 80, 16) mel windows of the frames' speech."""
+        return MelWindows(self.speech, self.fps)([f.audio for f in frames])
+
+
+@dataclasses.dataclass
+class MouthStages:
+    """What a generator puts between the reader and the writer."""
+
+    stages: list[Stage]
+    batch_size: int  # frames per batch the reader should send
+    info: Callable[[], dict[str, Any]]  # for the summary (batch used, engine, library use)
+    closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
 
 
 class Timer:
@@ -84,17 +134,20 @@ def _through(frames: list[Frame], stages: Sequence[Stage]) -> list[Frame]:
 
 # ------------------------------------------------------------------------ stages ----
 
+CutFn = Callable[[Image, CropPlan, int], Cut]  # (picture, plan, frame) -> its Cut
+
+
 class CropStage:
     """Cuts the generator's crop and paste mask of each active frame (crops.py recipe)."""
 
-    def __init__(self, generator: Generator, plan: CropPlan, timer: Timer) -> None:
-        self.generator, self.plan, self.timer = generator, plan, timer
+    def __init__(self, cut: CutFn, plan: CropPlan, timer: Timer) -> None:
+        self.cut, self.plan, self.timer = cut, plan, timer
 
     def push(self, frames: list[Frame]) -> list[Frame]:
         with self.timer("crop"):
             for f in frames:
                 if f.active:
-                    f.cut = self.generator.cut(f.image, self.plan, f.t)
+                    f.cut = self.cut(f.image, self.plan, f.t)
         return frames
 
     def finish(self) -> list[Frame]:
@@ -102,6 +155,8 @@ class CropStage:
 
 
 MelFor = Callable[[list[Frame]], np.ndarray]  # frames -> their (B, 80, 16) mel windows
+GenerateFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""(crops, references (B, S, S, 3) uint8, mels (B, 80, 16)) -> generated (B, S, S, 3)."""
 
 
 class GenerateStage:
@@ -109,7 +164,7 @@ class GenerateStage:
     is generated while the stages after this one finish batch b - 1 (torch and ONNX
     Runtime release the GIL), so push returns the previous batch."""
 
-    def __init__(self, engine: Engine, mel: MelFor, timer: Timer) -> None:
+    def __init__(self, engine: GenerateFn, mel: MelFor, timer: Timer) -> None:
         self.engine, self.mel, self.timer = engine, mel, timer
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending: tuple[list[Frame], Future[None]] | None = None
@@ -139,7 +194,7 @@ class GenerateStage:
             crops = np.stack([f.cut.crop for f in todo])  # type: ignore[union-attr]
             refs = np.stack([f.cut.crop if f.reference is None else f.reference  # type: ignore[union-attr]
                              for f in todo])
-            out = self.engine.generate(crops, refs, self.mel(todo))
+            out = self.engine(crops, refs, self.mel(todo))
         for f, g in zip(todo, out, strict=True):
             f.generated = g
 

@@ -119,14 +119,18 @@ def _add_weights(p: argparse.ArgumentParser) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from hygie_w2l.export import export_generator
-    from hygie_w2l.generators import generator_class
+    from hygie_w2l.generators import PixelGenerator, generator_class
     from hygie_w2l.models.checkpoint import load_checkpoint
 
-    if args.checkpoint:
-        ckpt = load_checkpoint(args.checkpoint, expect=GENERATOR_ARCHS)
-        model, cls = ckpt.model, generator_class(ckpt.arch)
+    ckpt = load_checkpoint(args.checkpoint, expect=GENERATOR_ARCHS) if args.checkpoint \
+        else None
+    cls = generator_class(ckpt.arch if ckpt is not None else _arch(args.arch))
+    if not issubclass(cls, PixelGenerator):
+        raise HygieError(f"the {cls.arch} generator has no network to export: "
+                         f"{cls.int8_refusal}.")
+    if ckpt is not None:
+        model = ckpt.model
     else:
-        cls = generator_class(_arch(args.arch))
         model = cls.build_model({"size_px": args.size} if cls.crop_kind == "mouth" else None)
         print(f"no --checkpoint: exporting a freshly initialised {cls.arch} (for benchmarks)")
     generator = cls.of_model(model)
@@ -254,19 +258,23 @@ def _cmd_train_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from hygie_w2l.generators import default_arch, generator_class
     from hygie_w2l.runs import is_main, resolve_config
-    from hygie_w2l.train import train_generator
+    from hygie_w2l.train import train
 
     _stop_on_sigterm()
-    from hygie_w2l.generators import default_arch
-
     arch = _arch(args.arch) if args.arch else default_arch()
-    config = resolve_config("generator", args.preset, _train_overrides(args) | {
-        "arch": arch, "expert": args.expert, "gan": True if args.gan else None})
-    s = train_generator(args.dataset, args.out, config, resume=args.resume)
+    config = resolve_config(generator_class(arch).preset_section, args.preset,
+                            _train_overrides(args) | {"arch": arch, "expert": args.expert,
+                                                      "gan": True if args.gan else None})
+    s = train(args.dataset, args.out, config, resume=args.resume)
     if is_main():
-        print(f"{s.steps} steps ({s.seconds_per_step:.2f} s/step), best validation mouth "
-              f"L1 {s.best_val:.4f}; best checkpoint {s.run / 'best.pt'}")
+        print(s.report or f"{s.steps} steps ({s.seconds_per_step:.2f} s/step), best "
+              f"validation mouth L1 {s.best_val:.4f}")
+        if s.skipped_samples:
+            print(f"warning: {s.skipped_samples} unreadable samples were replaced by others; "
+                  "the dataset may be damaged (prepare it again)")
+        print(f"best checkpoint {s.run / 'best.pt'}")
     return 0
 
 
@@ -304,20 +312,15 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from hygie_w2l.generate import EngineConfig
-    from hygie_w2l.hd import HDConfig, default_library
+    from hygie_w2l.hd import HDConfig
     from hygie_w2l.render import RenderConfig, render
 
-    hd = None
-    if args.hd_retrieval:
-        hd = HDConfig(index=args.index or default_library(args.checkpoint),
-                      strength=args.hd_strength, lips=args.hd_lips)
-    elif args.index is not None:
-        raise HygieError("--index is the library of --hd-retrieval: add --hd-retrieval.")
+    hd = HDConfig(strength=args.hd_strength, lips=args.hd_lips) if args.hd_retrieval else None
     engine = EngineConfig(device=args.device, engine=args.engine, int8=args.int8,
                           batch_size=args.batch_size)
     config = RenderConfig(blend=args.blend, loop=args.loop, start_s=args.start, crf=args.crf,
                           engine=engine, silence_db=args.silence_db, preview=args.preview,
-                          hd=hd)
+                          hd=hd, index=args.index)
     summary = render(args.face, args.audio, args.checkpoint, args.out, config, args.stats)
     print(summary.table())
     print(f"wrote {summary.out}" + (f" and {summary.preview}" if summary.preview else ""))

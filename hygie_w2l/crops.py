@@ -9,7 +9,11 @@ saw in training: the same eye-anchored boxes, smoothed over time the same way.
   by a zero-phase EMA (forwards then backwards: no lag);
 * hd: the native-resolution mouth patch in the canonical mouth frame (a similarity that
   puts this frame's mouth corners at fixed points; ``hd_hw`` follows the video's median
-  mouth width), for the mouth library.
+  mouth width), for the mouth library;
+* lips: the same canonical frame placed from the skull instead (the video's median
+  corners relative to the eyes and nose, smoothed like the mouth box), so it does not move
+  when this frame's mouth opens, narrows or drops: the frame in which lip shapes predicted
+  from audio are placed into a template.
 
 Matrices are (N, 2, 3) float64, NaN where the frame has no face (the geometry of each crop
 is in geometry.py).
@@ -26,8 +30,10 @@ from hygie_w2l.face_tracker import Track
 from hygie_w2l.geometry import (
     FACE_CROP_PX,
     BoxCalibration,
+    MouthAnchor,
     SquareBox,
     box_affine,
+    corner_affine,
     hd_affine,
     hd_patch_size,
     placed_box,
@@ -55,6 +61,7 @@ class CropPlan:
     face: np.ndarray  # (N, 2, 3) float64, NaN where no face
     mouth: np.ndarray
     hd: np.ndarray
+    lips: np.ndarray
     hd_hw: tuple[int, int]  # (h, w) of the HD patch
     mouth_width_px: float  # median corner-to-corner width over the video's faces
     config: CropConfig = CropConfig()
@@ -63,11 +70,11 @@ class CropPlan:
         return len(self.face)
 
     def matrices(self, kind: CropKind) -> np.ndarray:
-        return {"face": self.face, "mouth": self.mouth, "hd": self.hd}[kind]
+        return {"face": self.face, "mouth": self.mouth, "hd": self.hd, "lips": self.lips}[kind]
 
     def size(self, kind: CropKind) -> tuple[int, int]:
         """(h, w) of a crop of ``kind``."""
-        if kind == "hd":
+        if kind in ("hd", "lips"):
             return self.hd_hw
         side = self.config.face_px if kind == "face" else self.config.mouth_px
         return side, side
@@ -85,18 +92,14 @@ class CropPlan:
             config=dataclasses.replace(config, mouth_ema=self.config.mouth_ema))
 
     def to_npz(self, path: Path) -> None:
-        np.savez(path, face=self.face, mouth=self.mouth, hd=self.hd)
+        np.savez(path, face=self.face, mouth=self.mouth, hd=self.hd, lips=self.lips)
 
 
-def smooth_mouth_boxes(landmarks: np.ndarray, valid: np.ndarray, alpha: float,
-                       calibration: BoxCalibration) -> np.ndarray:
-    """(N, 3) mouth boxes (cx, cy, side) placed on the eyes, EMA-smoothed forwards then
-    backwards (no lag); NaN where invalid. A run of faceless frames restarts the filter."""
-    raw = np.full((len(landmarks), 3), np.nan)
-    for i in np.flatnonzero(valid):
-        raw[i] = placed_box(landmarks[i], calibration.mouth).as_array()
-    out = raw.copy()
-    for order in (range(len(raw)), range(len(raw) - 1, -1, -1)):
+def zero_phase_ema(values: np.ndarray, alpha: float) -> np.ndarray:
+    """(N, k) rows EMA-smoothed forwards then backwards (no lag); a NaN row (no face)
+    restarts the filter and stays NaN."""
+    out = np.array(values, np.float64)
+    for order in (range(len(out)), range(len(out) - 1, -1, -1)):
         prev = None
         for i in order:
             if np.isnan(out[i]).any():
@@ -107,12 +110,38 @@ def smooth_mouth_boxes(landmarks: np.ndarray, valid: np.ndarray, alpha: float,
     return out
 
 
+def smooth_mouth_boxes(landmarks: np.ndarray, valid: np.ndarray, alpha: float,
+                       calibration: BoxCalibration) -> np.ndarray:
+    """(N, 3) mouth boxes (cx, cy, side) placed on the eyes, EMA-smoothed forwards then
+    backwards (no lag); NaN where invalid."""
+    raw = np.full((len(landmarks), 3), np.nan)
+    for i in np.flatnonzero(valid):
+        raw[i] = placed_box(landmarks[i], calibration.mouth).as_array()
+    return zero_phase_ema(raw, alpha)
+
+
+def anchored_lips(landmarks: np.ndarray, valid: np.ndarray, alpha: float,
+                  patch_hw: tuple[int, int]) -> np.ndarray:
+    """(N, 2, 3) frame -> canonical mouth frame matrices placed from the skull (the video's
+    median corners relative to the eyes and nose), the corners smoothed like the mouth
+    box."""
+    anchor = MouthAnchor.calibrate(landmarks, valid)
+    corners = np.full((len(landmarks), 4), np.nan)
+    for i in np.flatnonzero(valid):
+        corners[i] = np.concatenate(anchor.place(landmarks[i]))
+    corners = zero_phase_ema(corners, alpha)
+    out = np.full((len(landmarks), 2, 3), np.nan)
+    for i in np.flatnonzero(valid):
+        out[i] = corner_affine(corners[i, :2], corners[i, 2:], patch_hw)
+    return out
+
+
 def plan_crops(track: Track, config: CropConfig = CropConfig()) -> CropPlan:
     """Every crop matrix of every frame of ``track`` (the single recipe, smoothing included)."""
     n, valid, lm = len(track.status), track.valid, track.landmarks
     face, mouth, hd = (np.full((n, 2, 3), np.nan) for _ in range(3))
     if not valid.any() or track.calibration is None:
-        return CropPlan(face, mouth, hd, (8, 8), float("nan"), config)
+        return CropPlan(face, mouth, hd, hd.copy(), (8, 8), float("nan"), config)
     width = float(np.median([mouth_width(lm[i]) for i in np.flatnonzero(valid)]))
     hd_hw = hd_patch_size(width)
     boxes = smooth_mouth_boxes(lm, valid, config.mouth_ema, track.calibration)
@@ -120,4 +149,5 @@ def plan_crops(track: Track, config: CropConfig = CropConfig()) -> CropPlan:
         face[i] = box_affine(SquareBox.from_array(track.boxes[i]), config.face_px)
         mouth[i] = box_affine(SquareBox.from_array(boxes[i]), config.mouth_px)
         hd[i] = hd_affine(lm[i], hd_hw)
-    return CropPlan(face, mouth, hd, hd_hw, width, config)
+    lips = anchored_lips(lm, valid, config.mouth_ema, hd_hw)
+    return CropPlan(face, mouth, hd, lips, hd_hw, width, config)

@@ -60,6 +60,7 @@ class PreparedDataset:
         self.mel = np.load(self.root / "mel.npy")
         self.landmarks = np.load(self.root / "landmarks.npy", mmap_mode="r")
         self.status = np.load(self.root / "status.npy")
+        self.pose = np.load(self.root / "pose.npy")  # (N, 3) yaw, pitch, roll degrees
         self.plan = _load_plan(self.root, self.meta)
         split = json.loads((self.root / "split.json").read_text())
         self.split = Split(tuple(split["train"]), tuple(split["val"]), split["guard_frames"])
@@ -95,8 +96,8 @@ def _load_plan(root: Path, meta: dict[str, Any]) -> CropPlan:
     crops = meta["crops"]
     h, w = crops["hd_patch_hw"]
     config = CropConfig(**meta["config"]["crops"])
-    return CropPlan(arrays["face"], arrays["mouth"], arrays["hd"], (int(h), int(w)),
-                    float(crops["mouth_width_px_median"]), config)
+    return CropPlan(arrays["face"], arrays["mouth"], arrays["hd"], arrays["lips"],
+                    (int(h), int(w)), float(crops["mouth_width_px_median"]), config)
 
 
 class Sampler(Dataset):

@@ -23,8 +23,9 @@ plots) is written by report.py.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +33,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from hygie_w2l.audio import mel_window
+from hygie_w2l.audio import ArrayMel
 from hygie_w2l.blend import BlendMode, paste
-from hygie_w2l.chain import (
-    BlendStage,
-    CropStage,
-    Frame,
-    GenerateStage,
-    Stage,
-    Timer,
-    run_chain,
-)
+from hygie_w2l.chain import Frame, StageContext, Timer, run_chain
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.errors import HygieError
 from hygie_w2l.face_tracker import FaceMeshDetector
-from hygie_w2l.generate import Engine, EngineConfig
-from hygie_w2l.generators import Generator, generator_for
+from hygie_w2l.generate import EngineConfig
+from hygie_w2l.generators import Generator, PixelGenerator, generator_for
 from hygie_w2l.geometry import (
     FACE_CROP_PX,
     SquareBox,
@@ -56,7 +49,7 @@ from hygie_w2l.geometry import (
     polygon_mask,
     warp,
 )
-from hygie_w2l.hd import HDConfig, HDStage
+from hygie_w2l.hd import HDConfig, HDStage, library_for
 from hygie_w2l.landmarks import mouth_opening, mouth_width, outer_inner_rings
 from hygie_w2l.library import lip_points
 from hygie_w2l.lse import SYNCNET_V2_FACE_PX, SyncScores, expert_scores, syncnet_v2_scores
@@ -71,7 +64,7 @@ from hygie_w2l.metrics import (
     region_change,
     ssim,
 )
-from hygie_w2l.models.checkpoint import load_checkpoint
+from hygie_w2l.models.checkpoint import Checkpoint, load_checkpoint
 from hygie_w2l.report import write_report
 from hygie_w2l.types import GENERATOR_ARCHS, Image
 from hygie_w2l.weights import EXPERT_FILE, SYNCNET_V2_FILE, official_path
@@ -172,6 +165,76 @@ class _Measurer:
             d.close()
 
 
+# ------------------------------------------------------------ openings on a still ----
+
+def held_out_openings(ckpt: Checkpoint, data: PreparedDataset, video: str | Path,
+                      frames: Sequence[int], reference: int | None = None,
+                      hd: HDConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(generated, real) mouth openings of ``frames``; NaN where MediaPipe finds no face.
+
+    generated: the frames' audio drawn by the checkpoint's generator (its render stages)
+    on one still frame, ``reference`` (default: the most closed training frame), as a
+    render on a still template would; real: MediaPipe on the real frames.
+    Why a still frame and not the real ones: pasting a mouth into the real frame leaves
+    the real chin and cheeks around it, and MediaPipe reads the jaw, so the "generated"
+    opening would partly be the real one. On one still frame every change of the mouth
+    has to come from the audio.
+    """
+    ref = reference_frame(data) if reference is None else reference
+    generator = generator_for(ckpt)
+    pictures = _pictures(video, data.fps, {ref, *map(int, frames)})
+    context = _context(ckpt, None, data, generator, EvalConfig(hd=hd), Timer())
+    mouth = generator.stages(context)
+    still = [Frame(k, ref, int(i), pictures[ref], True, source=pictures[ref],
+                   landmarks=np.asarray(data.landmarks[ref]),
+                   reference=_reference(data, generator, ref)) for k, i in enumerate(frames)]
+    batches = [still[a:a + mouth.batch_size] for a in range(0, len(still), mouth.batch_size)]
+    gen = np.full(len(frames), np.nan)
+    real = np.full(len(frames), np.nan)
+    with FaceMeshDetector(video=False) as detector:
+        try:
+            for done in run_chain(batches, mouth.stages):
+                for f in done:
+                    lm = detector.detect(f.image)
+                    gen[f.k] = mouth_opening(lm) if lm is not None else np.nan
+        finally:
+            mouth.close()
+        for k, i in enumerate(frames):
+            lm = detector.detect(pictures[int(i)])
+            real[k] = mouth_opening(lm) if lm is not None else np.nan
+    return gen, real
+
+
+def _pictures(video: str | Path, fps: float, wanted: set[int]) -> dict[int, Image]:
+    """The frames ``wanted`` of a video (at ``fps``), by index."""
+    out: dict[int, Image] = {}
+    for i, frame in enumerate(read_frames(video, fps=fps)):
+        if i in wanted:
+            out[i] = frame
+        if i >= max(wanted):
+            break
+    return out
+
+
+def _reference(data: PreparedDataset, generator: Generator, ref: int) -> Image | None:
+    """A pixel generator's reference crop: frame ``ref``'s crop at the generator's size."""
+    if not isinstance(generator, PixelGenerator):
+        return None
+    reference = data.array(generator.crop_kind)[ref]
+    if reference.shape[0] != generator.crop_px:
+        reference = cv2.resize(reference, (generator.crop_px,) * 2,
+                               interpolation=cv2.INTER_AREA)
+    return reference
+
+
+def _context(ckpt: Checkpoint, source: Path | None, data: PreparedDataset,
+             generator: Generator, config: EvalConfig, timer: Timer) -> StageContext:
+    """The render stages' inputs for a dataset's frames and its own speech."""
+    return StageContext(ckpt, source, data.plan.with_config(generator.crop_config()),
+                        ArrayMel(data.mel), data.n_frames, config.blend, config.engine,
+                        config.hd, data.pose, timer, data.fps)
+
+
 # ------------------------------------------------------------------ evaluation ----
 
 @dataclasses.dataclass
@@ -210,66 +273,58 @@ def held_out_frames(data: PreparedDataset, max_frames: int) -> np.ndarray:
 
 def evaluate(dataset: str | Path, checkpoint: str | Path, out: str | Path,
              config: EvalConfig = EvalConfig()) -> EvalReport:
-    started = time.perf_counter()
+    started, timer = time.perf_counter(), Timer()
     data = PreparedDataset(dataset)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt = load_checkpoint(checkpoint, expect=GENERATOR_ARCHS)
     generator = generator_for(ckpt)
+    config = dataclasses.replace(config, hd=library_for(config.hd, None, generator,
+                                                        checkpoint))
     frames = held_out_frames(data, config.max_frames)
-    timer = Timer()
-    hd = HDStage(config.hd, config.blend, timer) if config.hd is not None else None
-    notes = _library_notes(hd, data) if hd is not None else []
+    out.mkdir(parents=True, exist_ok=True)
+    mouth = generator.stages(_context(ckpt, Path(checkpoint), data, generator, config, timer))
     expert_path = _find_expert(Path(checkpoint), config.expert)
     use_syncnet = config.syncnet.is_file()
+    hd = mouth.stages[-1] if isinstance(mouth.stages[-1], HDStage) else None
     names = [v for v in VARIANTS if v != "generated+hd" or hd is not None]
     sink = _Sink(names, data, out, config, want96=expert_path is not None and not use_syncnet,
                  want224=use_syncnet)
-    engine = Engine(ckpt, generator, config.engine, checkpoint)
-    gen = GenerateStage(engine, lambda fs: np.stack([mel_window(data.mel, f.t, data.fps)
-                                                     for f in fs]), timer)
-    plan = data.plan.with_config(generator.crop_config())
-    stages: list[Stage] = [CropStage(generator, plan, timer), gen,
-                           BlendStage(config.blend, timer), _Keep("generated", sink)]
+    stages = [s for s in mouth.stages if s is not hd] + [_Keep("generated", sink)]
     try:
         bar = tqdm(total=len(frames), desc="eval", unit="frame", disable=None)
-        for done in run_chain(_held_out(data, frames, generator, engine.batch_size),
+        reference = _reference(data, generator, reference_frame(data))
+        for done in run_chain(_held_out(data, frames, reference, mouth.batch_size),
                               stages + ([hd] if hd is not None else [])):
             for f in done:
                 sink.add(f)
             bar.update(len(done))
         bar.close()
     finally:
-        gen.close()
+        mouth.close()
         sink.close()
-        if hd is not None:
-            hd.close()
+    notes = _library_notes(config.hd, data) if config.hd is not None else []
     metrics = _score(sink.meas, names, data, frames, ckpt.arch, expert_path, use_syncnet,
                      config, notes)
-    metrics["hd"] = {k: v for k, v in hd.summary().items() if k != "per_frame"} \
-        if hd is not None else None
+    library = mouth.info().get("hd")
+    metrics["hd"] = {k: v for k, v in library.items() if k != "per_frame"} if library else None
     metrics["seconds"] = time.perf_counter() - started
     sink.write_video(frames)
     write_report(out, metrics, sink.meas.openings(), sink.worst)
     return EvalReport(out, metrics)
 
 
-def _held_out(data: PreparedDataset, frames: np.ndarray, generator: Generator,
+def _held_out(data: PreparedDataset, frames: np.ndarray, reference: Image | None,
               batch_size: int) -> Iterator[list[Frame]]:
-    """The reader: held-out frames of the source video, each with the reference crop a
-    render would take from its template (here the most closed training mouth)."""
-    ref = reference_frame(data)
-    reference = data.array(generator.crop_kind)[ref]
-    if generator.crop_kind == "mouth" and reference.shape[0] != generator.crop_px:
-        reference = cv2.resize(reference, (generator.crop_px,) * 2,
-                               interpolation=cv2.INTER_AREA)
+    """The reader: held-out frames of the source video, each showing its own speech, with
+    the reference crop a render would take from its template (here the most closed
+    training mouth)."""
     wanted = {int(f): k for k, f in enumerate(frames)}
     batch: list[Frame] = []
     for i, real in enumerate(read_frames(data.meta["source"], fps=data.fps)):
         if i > frames[-1]:
             break
         if i in wanted:
-            batch.append(Frame(wanted[i], i, real, True, source=real,
+            batch.append(Frame(wanted[i], i, i, real, True, source=real,
                                landmarks=np.asarray(data.landmarks[i]), reference=reference))
         if len(batch) == batch_size:
             yield batch
@@ -293,11 +348,12 @@ class _Keep:
         return []
 
 
-def _library_notes(hd: HDStage, data: PreparedDataset) -> list[str]:
+def _library_notes(hd: HDConfig, data: PreparedDataset) -> list[str]:
     mine = str(data.root.resolve())
-    for d in hd.library.meta["datasets"]:
-        if d["path"] == mine and hd.library.meta["config"]["split"] != "train":
-            return [f"the HD library {hd.config.index} holds this dataset's held-out frames "
+    meta = json.loads((hd.library / "meta.json").read_text())
+    for d in meta["datasets"]:
+        if d["path"] == mine and meta["config"]["split"] != "train":
+            return [f"the mouth library {hd.index} holds this dataset's held-out frames "
                     "(built with --split all): its scores are optimistic."]
     return []
 

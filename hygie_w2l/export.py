@@ -30,7 +30,7 @@ from torch import nn
 
 from hygie_w2l.atomic import atomic_path
 from hygie_w2l.errors import HygieError
-from hygie_w2l.generators import Generator
+from hygie_w2l.generators import PixelGenerator
 
 MAX_RELATIVE_ERROR = 1e-4
 OPSET = 17
@@ -94,7 +94,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 Feeds = Mapping[str, np.ndarray]
 
 
-def export_generator(model: nn.Module, generator: Generator, out: str | Path,
+def export_generator(model: nn.Module, generator: PixelGenerator, out: str | Path,
                      int8: bool = False, calibration: Iterable[Feeds] | None = None
                      ) -> ExportReport:
     """Write ``out`` (and ``out`` with ``.int8.onnx`` when asked, its activation ranges
@@ -172,7 +172,7 @@ def cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def cached_export(model: nn.Module, generator: Generator, source: str | Path, int8: bool,
+def cached_export(model: nn.Module, generator: PixelGenerator, source: str | Path, int8: bool,
                   calibration: Iterable[Feeds]) -> tuple[Path, bool]:
     """The ONNX model of checkpoint file ``source`` (INT8 when asked, calibrated on the
     first render's inputs), exported once and reused while the file is unchanged (keyed by

@@ -23,7 +23,7 @@ from hygie_w2l.audio import mel_window
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.doctor import proc_kb
 from hygie_w2l.errors import HygieError
-from hygie_w2l.generators import Generator
+from hygie_w2l.generators import PixelGenerator
 from hygie_w2l.models.checkpoint import Checkpoint
 from hygie_w2l.runs import pick_device
 from hygie_w2l.types import Device
@@ -95,7 +95,7 @@ def auto_batch_size(model: nn.Module, mel: torch.Tensor, inputs: torch.Tensor,
 class Engine:
     """Runs a generator's model on batches of (inputs, mel windows)."""
 
-    def __init__(self, ckpt: Checkpoint, generator: Generator, config: EngineConfig,
+    def __init__(self, ckpt: Checkpoint, generator: PixelGenerator, config: EngineConfig,
                  source: str | Path | None = None) -> None:
         """``source``: the checkpoint's file, which keys the ONNX engine's cached export."""
         from hygie_w2l.export import fold_batchnorm, require_onnxruntime
@@ -173,7 +173,7 @@ class Engine:
         return to_uint8(self.model(mel.to(self.device), inputs.to(self.device)))
 
 
-def calibration_feeds(data: PreparedDataset, generator: Generator,
+def calibration_feeds(data: PreparedDataset, generator: PixelGenerator,
                       n: int = CALIBRATION_FRAMES, batch: int = 8
                       ) -> list[dict[str, np.ndarray]]:
     """Real generator inputs for INT8 calibration: ``n`` frames spread over the training

@@ -14,13 +14,23 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
+from hygie_w2l.audio import MelSource
 from hygie_w2l.blend import BlendMode
-from hygie_w2l.chain import Frame, Timer
-from hygie_w2l.compose import compose
+from hygie_w2l.chain import Frame, StageContext, Timer
+from hygie_w2l.compose import compose, compose_lips
 from hygie_w2l.errors import HygieError
-from hygie_w2l.library import IndexError_, MouthLibrary, describe_frame
+from hygie_w2l.geometry import hd_affine, invert, transform_points
+from hygie_w2l.library import (
+    IndexError_,
+    MouthLibrary,
+    context_features,
+    describe_frame,
+    lip_points,
+)
+from hygie_w2l.lips import CODE_DIMS, LipsModel, stream_codes
 from hygie_w2l.temporal import TemporalChooser
 from hygie_w2l.types import Landmarks
 
@@ -35,25 +45,44 @@ class _Waiting:
 
 
 def default_library(checkpoint: str | Path, root: str | Path = "retrieval") -> Path:
-    """The library for a checkpoint when --index is not given: retrieval/NAME for the run
-    folder NAME holding it (runs/NAME/generator/best.pt), else the only library there."""
-    root, ckpt = Path(root), Path(checkpoint).resolve()
-    for part in (ckpt, *ckpt.parents):
-        candidate = root / part.name
-        if part.name and (candidate / "meta.json").is_file():
-            return candidate
-    libraries = sorted(p.parent for p in root.glob("*/meta.json"))
+    """The library for a checkpoint when --index is not given: NAME's library for the run
+    folder NAME holding it (runs/NAME/lips/best.pt -> retrieval/NAME, looked for beside
+    that runs/ folder, then in ``root``), else the only library in ``root``."""
+    ckpt = Path(checkpoint).resolve()
+    roots = [p.parent / "retrieval" for p in ckpt.parents if p.name == "runs"] + [Path(root)]
+    for folder in roots:
+        for part in (ckpt, *ckpt.parents):
+            candidate = folder / part.name
+            if part.name and (candidate / "meta.json").is_file():
+                return candidate
+    libraries = sorted(p.parent for p in Path(root).glob("*/meta.json"))
     if len(libraries) == 1:
         return libraries[0]
     found = ", ".join(map(str, libraries)) or "none"
-    raise IndexError_(f"--hd-retrieval: no mouth library found for {checkpoint} (libraries in "
+    raise IndexError_(f"{checkpoint}: no mouth library of this person found (libraries in "
                       f"{root}/: {found}). Build one with `hygie-w2l index runs/NAME/dataset "
                       "--out retrieval/NAME` and pass --index retrieval/NAME.")
 
 
+def library_for(hd: HDConfig | None, index: Path | None, generator: Any,
+                checkpoint: str | Path) -> HDConfig | None:
+    """The library a render or eval uses, or None: ``index`` (--index), else the one of
+    ``hd`` (--hd-retrieval), else the run's (``retrieval/NAME``) when HD retrieval is on or
+    the generator draws its mouths from the library (the lips path). It is opened once
+    here, so a missing or damaged one fails before any other work."""
+    if hd is None and not generator.needs_library:
+        if index is not None:
+            raise HygieError("--index is the library of --hd-retrieval: add --hd-retrieval.")
+        return None
+    hd = hd or HDConfig()
+    hd = dataclasses.replace(hd, index=index or hd.index or default_library(checkpoint))
+    MouthLibrary(hd.library)
+    return hd
+
+
 @dataclasses.dataclass(frozen=True)
 class HDConfig:
-    index: Path
+    index: Path | None = None  # the mouth library; None: the run's (library_for)
     strength: float = 1.0  # 0: generated pixels only, 1: retrieved pixels only
     lips: bool = False  # replace the lips too, not only teeth and tongue
     k: int = 8  # candidates per frame for the temporal pass
@@ -61,19 +90,34 @@ class HDConfig:
     switch_cost: float = 0.15  # descriptor units
     follow_bonus: float = 0.05
     far_factor: float = 2.0  # warn when distances exceed this x the library's typical one
+    shape_mix: float = 1.0  # with the run's lips model: weight of its predicted shape in the
+    # query (the rest: the generated mouth's shape)
+
+    @property
+    def library(self) -> Path:
+        """The library's folder, once library_for has resolved it."""
+        if self.index is None:
+            raise ValueError("HDConfig.index is resolved by library_for before use")
+        return self.index
 
 
 class HDStage:
     """The render stage between blending and encoding: frames go in in order and come out
     in order, ``lag`` frames later, with their inner mouth replaced by a real HD one."""
 
-    def __init__(self, config: HDConfig, mode: BlendMode, timer: Timer) -> None:
+    def __init__(self, config: HDConfig, mode: BlendMode, timer: Timer,
+                 codes: _Codes | None = None, pose: np.ndarray | None = None) -> None:
+        """``codes``: the run's lips model's predicted shapes, by audio frame: with them the
+        query is by shape (HDConfig.shape_mix of predicted and generated) instead of the
+        generated mouth's shape and appearance."""
         from hygie_w2l.face_tracker import FaceMeshDetector
 
         if not 0.0 <= config.strength <= 1.0:
             raise HygieError(f"--hd-strength {config.strength}: give a value from 0 to 1.")
-        self.config, self.mode, self.timer = config, mode, timer
-        self.library = MouthLibrary(config.index)
+        self.config, self.mode, self.timer, self.codes = config, mode, timer, codes
+        self.pose = pose  # (N, 3) of the frames under the mouths, by Frame.t
+        self.library = MouthLibrary(config.library)
+        self.shapes = ShapeQuery(self.library) if codes is not None else None
         self.chooser = TemporalChooser(self.library.follows(), config.lag, config.switch_cost,
                                        config.follow_bonus)
         self.detector = FaceMeshDetector(video=True)
@@ -103,9 +147,18 @@ class HDStage:
             self._assign(self.chooser.flush())
             self.queue.append(_Waiting(f, None))
             return
-        shape, pixels, _ = describe_frame(f.image, lm, self.library.patch_hw)
-        d, ids = self.library.search(self.library.space(shape[None], pixels[None]),
-                                     self.config.k)
+        shape, pixels, m = describe_frame(f.image, lm, self.library.patch_hw)
+        if self.shapes is not None and self.codes is not None:
+            mix = self.config.shape_mix
+            shape = mix * self.codes[f.audio] + (1 - mix) * shape
+            patch = cv2.warpAffine(f.image, m, self.library.patch_hw[::-1],
+                                   flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+            context = context_features(patch, transform_points(lip_points(lm), m),
+                                       np.zeros(3) if self.pose is None else self.pose[f.t])
+            d, ids = self.shapes.search(shape[None], context[None], self.config.k)
+        else:
+            d, ids = self.library.search(self.library.space(shape[None], pixels[None]),
+                                         self.config.k)
         self.queue.append(_Waiting(f, lm))
         self._assign(self.chooser.push(d[0], ids[0]))
 
@@ -125,25 +178,16 @@ class HDStage:
         return out
 
     def _compose(self, f: Frame, lm: Landmarks, j: int, dist: float) -> None:
-        f.image = compose(f.image, lm, self.library.patches[j], self.library.points[j],
-                          self.config.strength, self.config.lips, self.mode)
+        f.image = compose(f.image, lip_points(lm), self.library.patches[j],
+                          self.library.points[j], self.config.strength,
+                          "lips" if self.config.lips else "inner", self.mode)
         src = self.library.sources[j]
         self.records.append({"frame": f.k, "entry": j, "distance": round(dist, 4),
                              "source": [int(src[0]), int(src[1])]})
 
     def summary(self) -> dict[str, Any]:
-        d = np.array([r["distance"] for r in self.records])
-        entries = [r["entry"] for r in self.records]
-        typical = self.library.typical_distance
-        far = int((d > self.config.far_factor * typical).sum()) if len(d) else 0
-        return {"index": str(self.config.index), "frames": len(self.records),
-                "missed": self.missed, "library_size": len(self.library),
-                "median_distance": float(np.median(d)) if len(d) else None,
-                "typical_distance": typical, "far_frames": far,
-                "distinct_entries": len(set(entries)),
-                "switches": int(sum(a != b and b != a + 1 for a, b in
-                                    zip(entries, entries[1:], strict=False))),
-                "per_frame": self.records}
+        return library_use(self.records, self.library, self.missed,
+                           self.config.far_factor * self.library.typical_distance)
 
     def warning(self) -> str | None:
         s = self.summary()
@@ -153,3 +197,202 @@ class HDStage:
                     f"{s['typical_distance']:.2f}); the library is too small for this audio: "
                     "index a longer video of the person (hygie-w2l index DATASET ...).")
         return None
+
+
+# --------------------------------------------------------------- the lips path ----
+
+LIPS_RAMP_FRAMES = 3  # a voiced stretch fades the library mouth in (and out) over this
+LIPS_CONTEXT_WEIGHT = 0.3  # weight of pose and skin colour beside the lip shape
+LIPS_SWITCH_COST = 0.15  # the temporal pass on shape descriptors (units: library RMS)
+LIPS_FOLLOW_BONUS = 0.05
+
+
+class ShapeQuery:
+    """The library searched by lip shape, with the mouth's context (pose, skin colour) as a
+    secondary term: descriptor = [shape / s_shape, w * standardised context / sqrt(6)]."""
+
+    def __init__(self, library: MouthLibrary, context_weight: float = LIPS_CONTEXT_WEIGHT
+                 ) -> None:
+        from hygie_w2l.library import make_faiss_index
+
+        self.shape_scale = library.space.shape_scale
+        self.context_mean = library.context.mean(0)
+        self.context_std = np.maximum(library.context.std(0), 1e-3)
+        self.weight = context_weight / np.sqrt(library.context.shape[1])
+        self.index = make_faiss_index(self.describe(library.shapes, library.context))
+
+    def describe(self, shapes: np.ndarray, context: np.ndarray) -> np.ndarray:
+        ctx = (context - self.context_mean) / self.context_std
+        return np.ascontiguousarray(np.concatenate(
+            [shapes / self.shape_scale, self.weight * ctx], axis=1), dtype=np.float32)
+
+    def search(self, shapes: np.ndarray, context: np.ndarray, k: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(distances (B, k), ids (B, k)) of the nearest library mouths."""
+        d, ids = self.index.search(self.describe(shapes, context), min(k, self.index.ntotal))
+        return np.sqrt(np.maximum(d, 0)), ids
+
+
+def run_lips_model(checkpoint: Path | None) -> LipsModel | None:
+    """The lips model of the run a generator's checkpoint belongs to (runs/NAME/lips/best.pt
+    beside runs/NAME/generator/), when there is one."""
+    if checkpoint is None:
+        return None
+    run = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    path = run.parent / "lips" / "best.pt"
+    if not path.is_file() or path.resolve() == Path(checkpoint).resolve():
+        return None
+    from hygie_w2l.models.checkpoint import load_checkpoint
+
+    model = load_checkpoint(path, expect="lips").model
+    assert isinstance(model, LipsModel)
+    return model
+
+
+def predicted_codes(model: LipsModel, context: StageContext) -> _Codes:
+    """The lips model's shape codes of the speech of a render or eval, by audio frame."""
+    return _Codes(model, context.speech, context.n_audio_frames)
+
+
+class _Codes:
+    """The predicted shape code of each audio frame, streamed a minute at a time."""
+
+    def __init__(self, model: LipsModel, speech: MelSource, n_frames: int) -> None:
+        self.stream = stream_codes(model, speech, n_frames)
+        self.first, self.codes = 0, np.zeros((0, CODE_DIMS), np.float32)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        while k >= self.first + len(self.codes):
+            self.first, self.codes = next(self.stream)
+        if k < self.first:
+            raise ValueError(f"audio frame {k} was asked after frame {self.first}")
+        return self.codes[k - self.first]
+
+
+@dataclasses.dataclass
+class _LipsWaiting:
+    frame: Frame
+    target: np.ndarray | None  # the predicted lip contour in frame pixels (None: untouched)
+    run: int = 0  # frames since the voiced stretch began
+    to_end: int | None = None  # frames until it ends, once known
+    choice: tuple[int, float] | None = None
+
+
+class LipsStage:
+    """The lips path's one stage: each active frame's predicted lip shape (lips.py) is
+    placed in the frame's eye-anchored mouth frame (crops "lips"), the library's nearest
+    real mouths by shape (and context) go through the temporal pass, and the chosen one is
+    composed onto the predicted contour with the jaw following (compose.compose_lips).
+    Frames come out in order, ``lag`` frames later; silent frames keep their own mouth,
+    and voiced stretches fade in and out over LIPS_RAMP_FRAMES."""
+
+    def __init__(self, model: LipsModel, context: StageContext, k: int = 8, lag: int = 8
+                 ) -> None:
+        assert context.hd is not None
+        self.context, self.k = context, k
+        self.library = MouthLibrary(context.hd.library)
+        self.query = ShapeQuery(self.library)
+        self.codes = predicted_codes(model, context)
+        self.chooser = TemporalChooser(self.library.follows(), lag, LIPS_SWITCH_COST,
+                                       LIPS_FOLLOW_BONUS)
+        self.queue: deque[_LipsWaiting] = deque()
+        self.records: list[dict[str, Any]] = []
+        self.run = 0
+        self._context_cache: dict[int, np.ndarray] = {}
+
+    def push(self, frames: list[Frame]) -> list[Frame]:
+        with self.context.timer("lips"):
+            for f in frames:
+                self._push_one(f)
+            return self._ready()
+
+    def finish(self) -> list[Frame]:
+        with self.context.timer("lips"):
+            self._end_run()
+            return self._ready()
+
+    def close(self) -> None:
+        pass
+
+    def _push_one(self, f: Frame) -> None:
+        if not f.active or f.landmarks is None:
+            self._end_run()
+            self.queue.append(_LipsWaiting(f, None))
+            return
+        code = self.codes[f.audio]  # in the canonical frame, as the library's shapes
+        hw = self.context.plan.hd_hw
+        canonical = code.reshape(-1, 2) * hw[1] + (hw[1] / 2, hw[0] / 2)
+        target = transform_points(canonical, invert(self.context.plan.lips[f.t]))
+        d, ids = self.query.search(code[None], self._frame_context(f)[None], self.k)
+        self.queue.append(_LipsWaiting(f, target, self.run))
+        self.run += 1
+        self._assign(self.chooser.push(d[0], ids[0]))
+
+    def _frame_context(self, f: Frame) -> np.ndarray:
+        """The pose and skin colour of the frame under the mouth (cached per frame)."""
+        if f.t not in self._context_cache:
+            assert f.source is not None and f.landmarks is not None
+            hw = self.library.patch_hw
+            m = hd_affine(f.landmarks, hw)
+            patch = cv2.warpAffine(f.source, m, (hw[1], hw[0]), flags=cv2.INTER_AREA,
+                                   borderMode=cv2.BORDER_REPLICATE)
+            self._context_cache[f.t] = context_features(
+                patch, transform_points(lip_points(f.landmarks), m), self.context.pose[f.t])
+        return self._context_cache[f.t]
+
+    def _end_run(self) -> None:
+        """A voiced stretch ends: decide its last frames and note how far each is from
+        the end (for the fade out)."""
+        self._assign(self.chooser.flush())
+        for distance, w in enumerate(w for w in reversed(self.queue) if w.target is not None):
+            if w.to_end is not None:
+                break
+            w.to_end = distance
+        self.run = 0
+
+    def _assign(self, choices: list[tuple[int, float]]) -> None:
+        waiting = (w for w in self.queue if w.target is not None and w.choice is None)
+        for choice, w in zip(choices, waiting, strict=False):
+            w.choice = choice
+
+    def _ready(self) -> list[Frame]:
+        out = []
+        while self.queue and (self.queue[0].target is None or self.queue[0].choice is not None):
+            w = self.queue.popleft()
+            if w.target is not None and w.choice is not None:
+                self._compose(w)
+            out.append(w.frame)
+        return out
+
+    def _compose(self, w: _LipsWaiting) -> None:
+        f, (j, dist) = w.frame, w.choice  # type: ignore[misc]
+        ramp = min(w.run + 1, LIPS_RAMP_FRAMES if w.to_end is None else w.to_end + 1,
+                   LIPS_RAMP_FRAMES) / LIPS_RAMP_FRAMES
+        assert f.landmarks is not None and w.target is not None
+        f.image = compose_lips(f.image, f.landmarks, w.target, self.library.patches[j],
+                               self.library.points[j], ramp, self.context.blend)
+        src = self.library.sources[j]
+        self.records.append({"frame": f.k, "entry": j, "distance": round(dist, 4),
+                             "source": [int(src[0]), int(src[1])]})
+
+    def summary(self) -> dict[str, Any]:
+        return library_use(self.records, self.library, 0, float("inf"))
+
+    def warning(self) -> str | None:
+        return None
+
+
+def library_use(records: list[dict[str, Any]], library: MouthLibrary, missed: int,
+                far: float) -> dict[str, Any]:
+    """How a render used the mouth library: frames, distinct entries, jumps, distances."""
+    d = np.array([r["distance"] for r in records])
+    entries = [r["entry"] for r in records]
+    return {"index": str(library.root), "frames": len(records), "missed": missed,
+            "library_size": len(library),
+            "median_distance": float(np.median(d)) if len(d) else None,
+            "typical_distance": library.typical_distance,
+            "far_frames": int((d > far).sum()) if len(d) else 0,
+            "distinct_entries": len(set(entries)),
+            "switches": int(sum(a != b and b != a + 1 for a, b in
+                                zip(entries, entries[1:], strict=False))),
+            "per_frame": records}

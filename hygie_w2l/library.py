@@ -41,13 +41,13 @@ from tqdm import tqdm
 
 from hygie_w2l import __version__
 from hygie_w2l.errors import HygieError
-from hygie_w2l.geometry import hd_affine, transform_points
+from hygie_w2l.geometry import hd_affine, polygon_mask, transform_points
 from hygie_w2l.landmarks import outer_inner_rings
 from hygie_w2l.prepare import DATASET_FORMAT_VERSION
 from hygie_w2l.storage import ChunkedArray, ChunkWriter
 from hygie_w2l.types import Affine, Landmarks
 
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2  # 2: raw shape codes and each mouth's context (pose, skin colour)
 EXACT_MAX_ENTRIES = 20_000  # exact (flat) search up to this size, HNSW above
 APPEARANCE_WH = (16, 12)  # the greyscale copy behind the appearance code
 TUNING_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -133,6 +133,24 @@ class DescriptorSpace:
         return cls(a["pca_mean"], a["pca_components"], float(s[0]), float(s[1]), float(s[2]))
 
 
+CONTEXT_NAMES = ("yaw", "pitch", "roll", "L", "a", "b")
+SKIN_RING_DILATE = 0.15  # of the canonical width: the lips' own pixels stay out of the ring
+
+
+def context_features(patch: np.ndarray, points: np.ndarray, pose_deg: np.ndarray
+                     ) -> np.ndarray:
+    """A mouth's context, whatever its shape: head pose (yaw, pitch, roll, degrees) and the
+    mean Lab colour of the skin around the lips (the patch outside the dilated outer lip
+    hull): (6,) float32. patch (h, w, 3) uint8 BGR in the canonical frame, points (40, 2)."""
+    h, w = patch.shape[:2]
+    lips = polygon_mask(points[:len(points) // 2], (h, w),
+                        dilate_px=int(round(SKIN_RING_DILATE * w)))
+    lab = cv2.cvtColor(patch, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
+    skin = lips.reshape(-1) < 0.5
+    colour = lab[skin].mean(0) if skin.any() else lab.mean(0)
+    return np.concatenate([np.nan_to_num(pose_deg), colour]).astype(np.float32)
+
+
 def describe_frame(frame: np.ndarray, landmarks: Landmarks, patch_hw: tuple[int, int]
                    ) -> tuple[np.ndarray, np.ndarray, Affine]:
     """(shape code, appearance pixels, frame -> canonical matrix) of the mouth in a frame."""
@@ -207,6 +225,7 @@ class _Entries:
 
     shapes: list[np.ndarray] = dataclasses.field(default_factory=list)
     pixels: list[np.ndarray] = dataclasses.field(default_factory=list)
+    context: list[np.ndarray] = dataclasses.field(default_factory=list)
     points: list[np.ndarray] = dataclasses.field(default_factory=list)
     sources: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     segments: list[int] = dataclasses.field(default_factory=list)
@@ -246,6 +265,7 @@ def _collect(datas: Sequence[Any], config: IndexConfig, patch_hw: tuple[int, int
             last_kept = code
             entries.shapes.append(code)
             entries.pixels.append(appearance_pixels(patch))
+            entries.context.append(context_features(patch, pts, data.pose[f]))
             entries.points.append(pts)
             entries.sources.append((di, f))
             entries.segments.append(segment)
@@ -306,6 +326,7 @@ def build_index(datasets: Sequence[str | Path], out: str | Path,
         index = make_faiss_index(descriptors, config.hnsw_m)
         faiss.write_index(index, str(tmp / "index.faiss"))
         np.savez(tmp / "library.npz", descriptors=descriptors, points=np.stack(entries.points),
+                 shapes=np.stack(entries.shapes), context=np.stack(entries.context),
                  sources=np.array(entries.sources, np.int32),
                  segments=np.array(entries.segments, np.int32), **space.to_arrays())
         meta = {"format_version": INDEX_FORMAT_VERSION,
@@ -431,6 +452,8 @@ class MouthLibrary:
             self.index = faiss.read_index(str(self.root / "index.faiss"))
             arrays = np.load(self.root / "library.npz")
             self.points = arrays["points"]
+            self.shapes = arrays["shapes"]  # (N, 80) shape codes (shape_code)
+            self.context = arrays["context"]  # (N, 6) context_features
             self.sources = arrays["sources"]
             self.segments = arrays["segments"]
             self.space = DescriptorSpace.from_arrays(arrays)

@@ -1,28 +1,15 @@
-"""Measurements on generated mouths: held-out audio of a dataset turned into mouths on a
-reference frame, measured with MediaPipe like the real frames.
-
-Why a reference frame and not the real frames: pasting a generated mouth into the real
-frame leaves the real chin and cheeks around it, and MediaPipe reads the jaw, so the
-"generated" opening would partly be the real one. Drawn on one still frame (as a render on a
-still template is), every change of the mouth has to come from the audio.
-"""
+"""The scores of lip-sync and image quality, on plain arrays (evaluate.py feeds them), and
+the reference frame every evaluation draws on."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hygie_w2l.audio import mel_window
-from hygie_w2l.blend import paste
-from hygie_w2l.dataset import PreparedDataset
-from hygie_w2l.face_tracker import FaceMeshDetector
-from hygie_w2l.generate import Engine, EngineConfig
-from hygie_w2l.generators import generator_for
-from hygie_w2l.landmarks import mouth_opening
-from hygie_w2l.media import read_frames
-from hygie_w2l.models.checkpoint import Checkpoint
+if TYPE_CHECKING:
+    from hygie_w2l.dataset import PreparedDataset
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -38,36 +25,6 @@ def reference_frame(data: PreparedDataset) -> int:
     a, b = data.split.train
     return a + int(np.argmin(np.asarray(data.array("mouth_mask").take(range(a, b)))
                              .reshape(b - a, -1).mean(1)))
-
-
-def held_out_openings(ckpt: Checkpoint, data: PreparedDataset, video: str | Path,
-                      frames: Sequence[int], reference: int | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """(generated, real) mouth openings of ``frames``; NaN where MediaPipe finds no face.
-
-    generated: the frames' audio drawn on ``reference`` (default: the most closed training
-    frame) by the checkpoint's generator and pasted into that frame, as a render on a still
-    template would; real: MediaPipe on the real frames.
-    """
-    ref = reference_frame(data) if reference is None else reference
-    generator = generator_for(ckpt)
-    engine = Engine(ckpt, generator, EngineConfig(device="cpu"))
-    mels = np.stack([mel_window(data.mel, int(i), data.fps) for i in frames])
-    wanted = {int(f): k for k, f in enumerate(frames)}
-    gen = np.full(len(frames), np.nan)
-    real = np.full(len(frames), np.nan)
-    with FaceMeshDetector(video=False) as detector:
-        for i, frame in enumerate(read_frames(video, fps=data.fps)):
-            if i == ref:
-                cut = generator.cut(frame, data.plan.with_config(generator.crop_config()), ref)
-                crops = np.broadcast_to(cut.crop, (len(frames), *cut.crop.shape))
-                for k, mouth in enumerate(engine.generate(crops, crops, mels)):
-                    lm = detector.detect(paste(frame, mouth, cut.mask, cut.m))
-                    gen[k] = mouth_opening(lm) if lm is not None else np.nan
-            if i in wanted:
-                lm = detector.detect(frame)
-                real[wanted[i]] = mouth_opening(lm) if lm is not None else np.nan
-    return gen, real
 
 
 # ------------------------------------------------- scores on frame sequences ----

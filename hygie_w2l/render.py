@@ -24,30 +24,21 @@ from tqdm import tqdm
 
 from hygie_w2l import __version__
 from hygie_w2l.atomic import atomic_path, check_writable
-from hygie_w2l.audio import FPS, MelWindows, Samples, frame_rms, n_video_frames
+from hygie_w2l.audio import FPS, Samples, StreamedMel, frame_rms, n_video_frames
 from hygie_w2l.blend import BlendMode
-from hygie_w2l.chain import (
-    BlendStage,
-    CropStage,
-    EncodeStage,
-    Frame,
-    GenerateStage,
-    Stage,
-    Timer,
-    run_chain,
-)
+from hygie_w2l.chain import EncodeStage, Frame, Stage, StageContext, Timer, run_chain
 from hygie_w2l.crops import plan_crops
 from hygie_w2l.doctor import peak_memory_mb
 from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
-from hygie_w2l.generate import Engine, EngineConfig
-from hygie_w2l.generators import generator_for
-from hygie_w2l.hd import HDConfig, HDStage
+from hygie_w2l.generate import EngineConfig
+from hygie_w2l.generators import Generator, generator_for
+from hygie_w2l.hd import HDConfig, library_for
 from hygie_w2l.media import DEFAULT_CRF, AudioFile, VideoWriter, mux
 from hygie_w2l.models.checkpoint import load_checkpoint
 from hygie_w2l.template import LoopMode, Template, load_template, template_index
 from hygie_w2l.types import GENERATOR_ARCHS
 
-STAGES = ("decode", "track", "crop", "generate", "blend", "hd", "encode")
+STAGES = ("decode", "track", "crop", "generate", "blend", "hd", "lips", "encode")
 SILENCE_HOLD_FRAMES = 3  # pauses shorter than this on each side keep the mouth moving
 
 
@@ -61,6 +52,7 @@ class RenderConfig:
     silence_db: float = -50.0  # frames quieter than this (dBFS RMS) keep the template mouth
     preview: bool = False
     hd: HDConfig | None = None  # --hd-retrieval: the mouth library and how to use it
+    index: Path | None = None  # --index: the person's mouth library (default: the run's)
     fps: float = FPS
     tracker: TrackerConfig = TrackerConfig()
 
@@ -93,22 +85,25 @@ class RenderSummary:
     warning: str | None = None
     batch_size: int = 0  # frames per generator call (the last one used)
     engine_note: str = ""  # ONNX: the model used (exported or cached), INT8 error
+    arch: str = ""  # the generator that drew the mouths
 
     def table(self) -> str:
         lines = [f"{'stage':10s}{'seconds':>10s}{'frames/s':>10s}"]
         for stage in STAGES:
-            if stage == "hd" and self.hd is None:
+            if stage not in self.stage_seconds:
                 continue
             s = self.stage_seconds.get(stage, 0.0)
             lines.append(f"{stage:10s}{s:10.2f}{self.n_frames / max(s, 1e-9):10.1f}")
         lines.append(f"{'total':10s}{self.total_s:10.2f}{self.n_frames / self.total_s:10.1f}")
-        lines.append(f"peak memory {self.peak_memory_mb:.0f} MB, batch {self.batch_size}; "
+        batch = f", batch {self.batch_size}" if self.batch_size else ""
+        lines.append(f"peak memory {self.peak_memory_mb:.0f} MB{batch}; {self.arch}: "
                      f"{self.generated} frames "
                      f"generated, {self.silent} silent (template mouth kept), "
                      f"{self.no_face} without a face (passed through)")
         if self.hd is not None:
             h = self.hd
-            lines.append(f"HD retrieval: {h['frames']} mouths from a library of "
+            what = "lips path" if self.arch == "lips" else "HD retrieval"
+            lines.append(f"{what}: {h['frames']} mouths from a library of "
                          f"{h['library_size']} ({h['distinct_entries']} distinct, "
                          f"{h['switches']} jumps), median distance "
                          f"{h['median_distance'] or 0:.2f} (typical {h['typical_distance']:.2f})"
@@ -156,24 +151,22 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
     out = check_writable(out)
     ckpt = load_checkpoint(checkpoint, expect=GENERATOR_ARCHS)
     generator = generator_for(ckpt)
-    engine = Engine(ckpt, generator, config.engine, checkpoint)
+    config = dataclasses.replace(config, hd=library_for(config.hd, config.index, generator,
+                                                        checkpoint))
     with contextlib.ExitStack() as stack:
-        hd = HDStage(config.hd, config.blend, timer) if config.hd is not None else None
-        if hd is not None:
-            stack.callback(hd.close)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hygie-render-",
                                                                    dir=out.parent)))
         job = _open(face, audio, config, tmp, timer)
         stack.callback(job.template.close)
-        plan = plan_crops(job.template.track, generator.crop_config())
-        mel = MelWindows(job.speech, config.fps)
-        gen = GenerateStage(engine, lambda frames: mel([f.k for f in frames]), timer)
-        stack.callback(gen.close)
-        stages: list[Stage] = [CropStage(generator, plan, timer), gen,
-                               BlendStage(config.blend, timer)]
-        preview = _encode(job, stages + ([hd] if hd is not None else []), config,
-                          engine.batch_size, audio, checkpoint, out)
-        summary = _summarise(out, job, started, preview, stats, hd, engine)
+        track = job.template.track
+        context = StageContext(ckpt, Path(checkpoint), plan_crops(track,
+                                                                  generator.crop_config()),
+                               StreamedMel(job.speech), job.n_frames, config.blend,
+                               config.engine, config.hd, track.pose_deg, timer, config.fps)
+        mouth = generator.stages(context)
+        stack.callback(mouth.close)
+        preview = _encode(job, mouth.stages, config, mouth.batch_size, audio, checkpoint, out)
+        summary = _summarise(out, job, started, preview, stats, mouth.info(), generator)
     return summary
 
 
@@ -205,7 +198,7 @@ def _frames(job: _Job, config: RenderConfig, batch_size: int) -> Iterator[list[F
             image = np.asarray(job.template.frames[t])
         active = bool(valid[t] and job.voiced[k])
         job.counts["generated" if active else "silent" if valid[t] else "no_face"] += 1
-        batch.append(Frame(k, t, image, active, source=image,
+        batch.append(Frame(k, t, k, image, active, source=image,
                            landmarks=job.template.track.landmarks[t]))
         if len(batch) == batch_size:
             yield batch
@@ -238,14 +231,14 @@ def _encode(job: _Job, stages: list[Stage], config: RenderConfig, batch_size: in
 
 
 def _summarise(out: Path, job: _Job, started: float, preview: Path | None,
-               stats: str | Path | None, hd: HDStage | None, engine: Engine) -> RenderSummary:
+               stats: str | Path | None, info: dict[str, Any], generator: Generator
+               ) -> RenderSummary:
     c = job.counts
     summary = RenderSummary(out, job.n_frames, job.n_frames / FPS, c["generated"],
                             c["no_face"], c["silent"], dict(job.timer.seconds),
                             time.perf_counter() - started, peak_memory_mb(), preview,
-                            hd.summary() if hd is not None else None,
-                            hd.warning() if hd is not None else None, engine.chunk,
-                            engine.note)
+                            info.get("hd"), info.get("warning"), info.get("batch_size", 0),
+                            info.get("engine_note", ""), generator.arch)
     if stats is not None:
         with atomic_path(stats) as tmp:
             tmp.write_text(json.dumps(summary.to_json(), indent=1))

@@ -27,7 +27,7 @@ PRESETS = ("quick", "standard", "hq")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    kind: Literal["generator", "expert"] = "generator"
+    kind: Literal["generator", "expert", "lips"] = "generator"
     arch: str = "film_unet"
     preset: str = "quick"
     steps: int = 600

@@ -23,7 +23,8 @@ from tqdm import tqdm
 from hygie_w2l import losses
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.errors import HygieError
-from hygie_w2l.generators import Generator, generator_class
+from hygie_w2l.generators import PixelGenerator, generator_class
+from hygie_w2l.lips import LipsConfig, LipsReport, fit_lips
 from hygie_w2l.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from hygie_w2l.runs import (
     RunDir,
@@ -50,10 +51,11 @@ class State:
 # ----------------------------------------------------------------------- models ----
 
 def build_generator(config: TrainConfig, data: PreparedDataset
-                    ) -> tuple[nn.Module, Generator, str, bool]:
+                    ) -> tuple[nn.Module, PixelGenerator, str, bool]:
     """(model, its generator, how it was initialised, whether it starts from trained
     weights)."""
     cls = generator_class(config.arch)
+    assert issubclass(cls, PixelGenerator), f"{cls.arch} does not train by gradient steps"
     if config.init and config.init != "scratch":
         model = load_checkpoint(config.init, expect=cls.arch).model
         return model, cls.of_model(model), f"from {config.init}", True
@@ -65,7 +67,7 @@ def build_generator(config: TrainConfig, data: PreparedDataset
     return model, cls.of_model(model), "from scratch", False
 
 
-def load_expert(config: TrainConfig, generator: Generator, device: torch.device
+def load_expert(config: TrainConfig, generator: PixelGenerator, device: torch.device
                 ) -> tuple[nn.Module | None, str]:
     """The frozen lip-sync expert for the generator, if it uses one and there is one."""
     if not generator.uses_expert:
@@ -80,7 +82,7 @@ def load_expert(config: TrainConfig, generator: Generator, device: torch.device
     return expert, f"sync loss from the frozen expert {path}"
 
 
-def build_disc(config: TrainConfig, generator: Generator, device: torch.device
+def build_disc(config: TrainConfig, generator: PixelGenerator, device: torch.device
                ) -> tuple[nn.Module | None, str]:
     if not config.gan:
         return None, "no GAN"
@@ -136,7 +138,7 @@ class _Parts:
     data: PreparedDataset
     device: torch.device
     model: nn.Module  # DDP-wrapped when several processes train
-    generator: Generator
+    generator: PixelGenerator
     opt: torch.optim.Optimizer
     expert: nn.Module | None
     disc: nn.Module | None
@@ -226,6 +228,40 @@ class TrainSummary:
     notes: list[str]
     seconds_per_step: float
     skipped_samples: int = 0  # unreadable samples replaced by others (a damaged dataset)
+    report: str = ""  # the held-out quality, in words (the lips model)
+
+
+def train(dataset: str | Path, out: str | Path, config: TrainConfig, resume: bool = False
+          ) -> TrainSummary:
+    """Fine-tune the generator ``config.arch`` names: gradient steps for an image network,
+    a fit of a few seconds for the audio-to-lips model."""
+    if issubclass(generator_class(config.arch), PixelGenerator):
+        return train_generator(dataset, out, config, resume)
+    return train_lips(dataset, out, config, resume)
+
+
+def train_lips(dataset: str | Path, out: str | Path, config: TrainConfig,
+               resume: bool = False) -> TrainSummary:
+    """Fit the audio-to-lips model on the training split, report it on the held-out one,
+    write best.pt (and last.pt, the same: the fit is one piece, nothing to resume)."""
+    data = PreparedDataset(dataset)
+    run = RunDir(out, config, resume, ["opening_r", "lmd", "lmd_mean_shape"])
+    if resume:
+        done = load_checkpoint(run.last, expect="lips")
+        return TrainSummary(run.path, done.step, float(done.meta["report"]["lmd"]),
+                            ["the lips model was fitted already: nothing to resume"], 0.0,
+                            report=LipsReport(**done.meta["report"]).text())
+    start_run(dataclasses.replace(config, device="cpu"))
+    model, report = fit_lips(data, LipsConfig(steps=config.steps, seed=config.seed))
+    run.log(config.steps, "val", {"opening_r": report.opening_r, "lmd": report.lmd,
+                                  "lmd_mean_shape": report.lmd_mean_shape, "lr": 0.0,
+                                  "seconds": report.seconds})
+    meta = {"kind": "lips", "dataset": str(data.root), "dataset_key": data.meta["key"],
+            "report": dataclasses.asdict(report), "train_config": dataclasses.asdict(config)}
+    for path in (run.best, run.last):
+        save_checkpoint(path, model, "lips", step=config.steps, meta=meta)
+    return TrainSummary(run.path, config.steps, report.lmd, ["lips from scratch"],
+                        report.seconds / max(config.steps, 1), report=report.text())
 
 
 def _autocast(device: torch.device) -> torch.autocast:

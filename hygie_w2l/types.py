@@ -17,12 +17,13 @@ BBox = tuple[int, int, int, int]  # (x1, y1, x2, y2) pixels, x2/y2 exclusive
 
 MelAlignment = Literal["train", "inference"]
 
-GeneratorArch = Literal["wav2lip", "film_unet"]
+GeneratorArch = Literal["wav2lip", "film_unet", "lips"]
 """The mouth generators (one class each in hygie_w2l/generators/)."""
 GENERATOR_ARCHS: tuple[GeneratorArch, ...] = get_args(GeneratorArch)
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 TrackerBackend = Literal["mediapipe", "face-alignment"]
 
-CropKind = Literal["face", "mouth", "hd"]
-"""The crops of the crop recipe (crops.py): Wav2Lip face, FiLM U-Net mouth, HD patch."""
+CropKind = Literal["face", "mouth", "hd", "lips"]
+"""The crops of the crop recipe (crops.py): Wav2Lip face, FiLM U-Net mouth, HD patch (on
+the frame's own mouth corners), lips (the same frame placed from the eyes)."""

@@ -23,7 +23,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hygie_w2l.compose import compose  # noqa: E402
-from hygie_w2l.library import MouthLibrary, build_index, make_faiss_index  # noqa: E402
+from hygie_w2l.library import (  # noqa: E402
+    MouthLibrary,
+    build_index,
+    lip_points,
+    make_faiss_index,
+)
 from hygie_w2l.prepare import prepare  # noqa: E402
 from hygie_w2l.temporal import TemporalChooser  # noqa: E402
 
@@ -77,8 +82,8 @@ def main() -> int:
             t0 = time.perf_counter()
             for i, frame in enumerate(frames):
                 j = i % len(lib)
-                compose(frame, np.asarray(d.landmarks[i]), lib.patches[j], lib.points[j],
-                        mode=mode)
+                compose(frame, lip_points(np.asarray(d.landmarks[i])), lib.patches[j],
+                        lib.points[j], mode=mode)
             compose_ms[mode] = (time.perf_counter() - t0) / len(frames) * 1e3
     result = {"machine_cpus": os.cpu_count(), "real_library": {
         "entries": len(lib), "build_s": real_build, "dims": int(base.shape[1])},

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from hygie_w2l.dataset import PreparedDataset
+from hygie_w2l.evaluate import held_out_openings
 from hygie_w2l.fixtures import FixtureConfig, write_fixture
-from hygie_w2l.metrics import held_out_openings, pearson
+from hygie_w2l.metrics import pearson
 from hygie_w2l.models.checkpoint import build_model, load_checkpoint, save_official_layout
 from hygie_w2l.prepare import prepare
 from hygie_w2l.runs import resolve_config

@@ -90,3 +90,24 @@ def random_film_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build_model("film_unet", {"size_px": 96, "channels": (8, 16, 32, 64, 128)})
     torch.nn.init.normal_(model.head.weight, std=0.05)
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "film.pt", model, "film_unet")
+
+
+@pytest.fixture(scope="session")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A 20-second fixture: enough syllables for a held-out split worth scoring."""
+    from hygie_w2l.fixtures import FixtureConfig, write_fixture
+
+    out = tmp_path_factory.mktemp("long") / "person.mp4"
+    return out, write_fixture(out, FixtureConfig(seconds=20.0, seed=11))
+
+
+@pytest.fixture(scope="session")
+def long_dataset(long_clip: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
+                 ) -> Path:
+    """The 20-second fixture, prepared (mouth crops of 96 px)."""
+    from hygie_w2l.crops import CropConfig
+    from hygie_w2l.prepare import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("long") / "ds"
+    prepare(long_clip[0], out, config=PrepareConfig(crops=CropConfig(mouth_px=96)))
+    return out

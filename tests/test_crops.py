@@ -35,7 +35,7 @@ def test_render_computes_the_matrices_prepare_stored(synth_dataset: Path, random
     assert plan.config == data.plan.config  # the FiLM U-Net of 96 px on a 96-px dataset
     n = len(data.plan)
     assert len(plan) == n and plan.hd_hw == data.plan.hd_hw
-    for kind in ("face", "mouth", "hd"):
+    for kind in ("face", "mouth", "hd", "lips"):
         np.testing.assert_allclose(plan.matrices(kind), data.plan.matrices(kind), atol=1e-9,
                                    equal_nan=True, err_msg=kind)
 

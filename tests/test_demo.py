@@ -4,6 +4,7 @@ render with --hd-retrieval -> eval, through scripts/demo.sh exactly as `make dem
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,4 +31,6 @@ def test_demo_journey_tiny(tmp_path: Path) -> None:
     text = proc.stdout
     assert "mouth-opening correlation with the new utterance's ground truth" in text
     assert "sync (held-out eval)" in text and "render speed" in text
-    assert "with HD retrieval" in text and "eval report:" in text
+    assert "lips path:" in text and "eval report:" in text  # the CPU default: the lips path
+    generated, template = re.search(r"opening r = (-?[\d.]+) vs (-?[\d.]+)", text).groups()
+    assert float(generated) > float(template) + 0.2, text[-1500:]

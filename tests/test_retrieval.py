@@ -141,13 +141,13 @@ def test_compose_puts_a_mouth_back_where_it_came_from(synth_clip) -> None:
     blank = frame.copy()
     outer, inner = outer_inner_rings(lm)
     cv2.fillPoly(blank, [np.round(outer).astype(np.int32)], (0, 0, 0))
-    out = compose(blank, lm, patch, pts, lips=True, mode="feather")
+    out = compose(blank, lip_points(lm), patch, pts, region="lips", mode="feather")
     hull = polygon_mask(outer, frame.shape[:2]) > 0.5
     err = np.abs(out.astype(int) - frame.astype(int))[hull].mean()
     assert err < 8, err  # the mouth is back (blank is ~100 levels away)
     far = polygon_mask(outer, frame.shape[:2], dilate_px=int(0.3 * mouth_width(lm))) == 0
     assert (out[far] == blank[far]).all()
-    assert (compose(blank, lm, patch, pts, strength=0.0) == blank).all()
+    assert (compose(blank, lip_points(lm), patch, pts, strength=0.0) == blank).all()
 
 
 def test_index_cli_and_render_with_hd_retrieval(synth_clip, synth_dataset: Path,

@@ -16,13 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from hygie_w2l.crops import CropConfig
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.errors import OutputError
-from hygie_w2l.fixtures import FixtureConfig, write_fixture
-from hygie_w2l.metrics import held_out_openings, pearson
+from hygie_w2l.evaluate import held_out_openings
+from hygie_w2l.metrics import pearson
 from hygie_w2l.models.checkpoint import build_model, load_checkpoint, save_official_layout
-from hygie_w2l.prepare import PrepareConfig, prepare
 from hygie_w2l.runs import resolve_config
 from hygie_w2l.train import train_generator
 from hygie_w2l.train_sync import train_sync
@@ -30,17 +28,8 @@ from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def long_clip(tmp_path_factory) -> tuple[Path, dict]:
-    """A 20-second fixture: enough syllables for a held-out split worth scoring."""
-    out = tmp_path_factory.mktemp("train") / "person.mp4"
-    return out, write_fixture(out, FixtureConfig(seconds=20.0, seed=11))
-
-
-@pytest.fixture(scope="module")
-def dataset(long_clip, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("train") / "ds"
-    prepare(long_clip[0], out, config=PrepareConfig(crops=CropConfig(mouth_px=96)))
-    return out
+def dataset(long_dataset: Path) -> Path:
+    return long_dataset
 
 
 def _config(kind: str, **overrides):  # type: ignore[no-untyped-def]

@@ -1,18 +1,23 @@
 """The contract every mouth generator fulfils, so that render, eval, export and training
 never ask which architecture they hold.
 
-A generator knows its crop (kind and size), how to cut that crop and its paste mask from a
-tracked frame (through the one crop recipe, crops.py), how to build the model's inputs
-from crops + references + mel windows, example inputs for export, its training sampler and
-its training forward. Its nn.Module lives in hygie_w2l/models/.
+* :class:`Generator`: every generator builds its model from a checkpoint's config, and
+  the render stages that synthesise the mouth (``stages``), from what the render or eval
+  gives it (chain.StageContext).
+* :class:`PixelGenerator`: a network that draws the mouth's pixels in a crop. It knows its
+  crop (kind and size), how to cut that crop and its paste mask from a tracked frame
+  (through the one crop recipe, crops.py), its model inputs from crops + references + mel
+  windows, example inputs for export, its training sampler and its training forward; its
+  stages are crop -> generate (generate.Engine) -> blend.
+
+Models live in hygie_w2l/models/ (and lips.py).
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import torch
@@ -20,18 +25,18 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hygie_w2l.audio import MEL_WINDOW_FRAMES, N_MELS
+from hygie_w2l.chain import (
+    BlendStage,
+    CropStage,
+    Cut,
+    GenerateStage,
+    MouthStages,
+    Stage,
+    StageContext,
+)
 from hygie_w2l.crops import CropConfig, CropPlan
 from hygie_w2l.dataset import PreparedDataset
-from hygie_w2l.types import Affine, CropKind, GeneratorArch, Image
-
-
-@dataclasses.dataclass(frozen=True)
-class Cut:
-    """What the generator is fed from one frame, and where its output goes back."""
-
-    crop: Image  # (S, S, 3) uint8 BGR
-    m: Affine  # frame -> crop
-    mask: np.ndarray  # (S, S) float32 in [0, 1]: the part of the output pasted back
+from hygie_w2l.types import CropKind, GeneratorArch, Image
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -40,19 +45,16 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 class Generator(abc.ABC):
-    """One mouth generator architecture (stateless but for its crop size)."""
+    """One mouth generator architecture."""
 
     arch: ClassVar[GeneratorArch]
-    crop_kind: ClassVar[CropKind]
-    input_channels: ClassVar[int]
+    family: ClassVar[Literal["pixels", "shapes"]]
     official_file: ClassVar[str | None] = None  # official weights to start from, if any
     uses_expert: ClassVar[bool] = False  # the frozen lip-sync expert's loss applies
-    int8_refusal: ClassVar[str | None] = None  # why static INT8 is refused (None: allowed)
+    int8_refusal: ClassVar[str | None] = "it has no ONNX engine"  # None: INT8 allowed
+    needs_library: ClassVar[bool] = False  # draws its mouths from the person's library
+    preset_section: ClassVar[str] = "generator"  # its settings in presets/*.toml
 
-    def __init__(self, crop_px: int) -> None:
-        self.crop_px = crop_px
-
-    # ----------------------------------------------------------------- the model ----
     @classmethod
     @abc.abstractmethod
     def build_model(cls, config: Mapping[str, Any] | None = None) -> nn.Module:
@@ -60,19 +62,34 @@ class Generator(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def of_model(cls, model: nn.Module) -> Generator:
-        """The generator that feeds ``model`` (its crop size read from the model)."""
+    def of_model(cls, model: nn.Module) -> Self:
+        """The generator that feeds ``model`` (its settings read from the model)."""
+
+    def crop_config(self) -> CropConfig:
+        """The crop recipe's settings this generator needs."""
+        return CropConfig()
+
+    @abc.abstractmethod
+    def stages(self, context: StageContext) -> MouthStages:
+        """The render stages that synthesise the mouth, between the reader and the writer."""
+
+
+class PixelGenerator(Generator):
+    """A network that draws the mouth's pixels in a crop of the frame."""
+
+    family = "pixels"
+    crop_kind: ClassVar[CropKind]
+    input_channels: ClassVar[int]
+    int8_refusal: ClassVar[str | None] = None
+
+    def __init__(self, crop_px: int) -> None:
+        self.crop_px = crop_px
 
     @classmethod
     @abc.abstractmethod
     def new_model(cls, data: PreparedDataset, channels: tuple[int, ...]) -> nn.Module:
         """An untrained model for fine-tuning on ``data`` (``channels``: widths, where the
         architecture has a choice)."""
-
-    # ------------------------------------------------------------ crops and inputs ----
-    def crop_config(self) -> CropConfig:
-        """The crop recipe's settings this generator needs."""
-        return CropConfig()
 
     @abc.abstractmethod
     def cut(self, image: Image, plan: CropPlan, i: int) -> Cut:
@@ -88,7 +105,6 @@ class Generator(abc.ABC):
         return (torch.randn(batch, 1, N_MELS, MEL_WINDOW_FRAMES),
                 torch.rand(batch, self.input_channels, self.crop_px, self.crop_px))
 
-    # ------------------------------------------------------------------- training ----
     @abc.abstractmethod
     def sampler(self, data: PreparedDataset, split: str, length: int, seed: int) -> Dataset:
         """Training or validation samples of ``data``."""
@@ -98,3 +114,25 @@ class Generator(abc.ABC):
         """Predictions and targets as (B, T, C, H, W): pred, real, mouth (loss weights),
         input (what the model saw, for previews); region (where the loss applies) and the
         official layouts (pred_official, sync_mel) where they exist."""
+
+    def stages(self, context: StageContext) -> MouthStages:
+        """crop -> generate (batched, in its own thread) -> blend (-> HD retrieval, with a
+        mouth library)."""
+        from hygie_w2l.generate import Engine
+        from hygie_w2l.hd import HDStage, predicted_codes, run_lips_model
+
+        engine = Engine(context.checkpoint, self, context.engine, context.source)
+        generate = GenerateStage(engine.generate, context.mel_windows, context.timer)
+        stages: list[Stage] = [CropStage(self.cut, context.plan, context.timer), generate,
+                               BlendStage(context.blend, context.timer)]
+        out = MouthStages(stages, engine.batch_size, lambda: {
+            "batch_size": engine.chunk, "engine_note": engine.note}, [generate.close])
+        if context.hd is not None:
+            lips = run_lips_model(context.source)
+            codes = predicted_codes(lips, context) if lips is not None else None
+            hd = HDStage(context.hd, context.blend, context.timer, codes, context.pose)
+            out.closers.append(hd.close)
+            stages.append(hd)
+            out.info = lambda: {"batch_size": engine.chunk, "engine_note": engine.note,
+                                "hd": hd.summary(), "warning": hd.warning()}
+        return out

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
 from torch import nn
 
 from hygie_w2l.audio import SYNC_T
+from hygie_w2l.chain import Cut
 from hygie_w2l.crops import CropConfig, CropPlan
 from hygie_w2l.dataset import PreparedDataset, Sampler
-from hygie_w2l.generators.base import Cut, Generator, to_tensor
+from hygie_w2l.generators.base import PixelGenerator, to_tensor
 from hygie_w2l.geometry import generator_mask
 from hygie_w2l.models.film_unet import FilmUNet, FilmUNetConfig
 from hygie_w2l.types import Image
@@ -42,7 +43,7 @@ class FilmUNetSampler(Sampler):
                 torch.from_numpy(lips[:, None].copy()))
 
 
-class FilmUNetGenerator(Generator):
+class FilmUNetGenerator(PixelGenerator):
     arch = "film_unet"
     crop_kind = "mouth"
     input_channels = 4  # reference crop + edit mask
@@ -57,7 +58,7 @@ class FilmUNetGenerator(Generator):
         return FilmUNet(FilmUNetConfig(**cfg))
 
     @classmethod
-    def of_model(cls, model: nn.Module) -> FilmUNetGenerator:
+    def of_model(cls, model: nn.Module) -> Self:
         config = getattr(model, "config", None)
         assert isinstance(config, FilmUNetConfig), "not a FiLM U-Net"
         return cls(config.size_px)

@@ -4,16 +4,17 @@ reference face, and the audio's mel window; trained with the frozen lip-sync exp
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
 from torch import nn
 
 from hygie_w2l.audio import SYNC_T
+from hygie_w2l.chain import Cut
 from hygie_w2l.crops import CropPlan
 from hygie_w2l.dataset import PreparedDataset, Sampler, window
-from hygie_w2l.generators.base import Cut, Generator, to_tensor
+from hygie_w2l.generators.base import PixelGenerator, to_tensor
 from hygie_w2l.geometry import FACE_CROP_PX, generator_mask, invert, lower_half_mask, warp
 from hygie_w2l.models.wav2lip import Wav2Lip
 from hygie_w2l.types import Image
@@ -38,7 +39,7 @@ class Wav2LipSampler(Sampler):
                 torch.from_numpy(mouth.astype(np.float32)))
 
 
-class Wav2LipGenerator(Generator):
+class Wav2LipGenerator(PixelGenerator):
     arch = "wav2lip"
     crop_kind = "face"
     input_channels = 6  # masked face | reference face
@@ -53,7 +54,7 @@ class Wav2LipGenerator(Generator):
         return Wav2Lip()
 
     @classmethod
-    def of_model(cls, model: nn.Module) -> Wav2LipGenerator:
+    def of_model(cls, model: nn.Module) -> Self:
         return cls()
 
     @classmethod

@@ -1,0 +1,52 @@
+"""The lips path: no image network. The audio predicts the lip shape (lips.py, trained in
+seconds on a CPU), the person's own real mouths come from their library, warped onto that
+shape in the template frame (hd.LipsStage)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Self
+
+from torch import nn
+
+from hygie_w2l.chain import MouthStages, StageContext
+from hygie_w2l.errors import HygieError
+from hygie_w2l.generators.base import Generator
+from hygie_w2l.lips import LipsConfig, LipsModel
+
+
+class LipsGenerator(Generator):
+    arch = "lips"
+    family = "shapes"
+    int8_refusal = "the lips path runs no image network (nothing to quantise)"
+    needs_library = True
+    preset_section = "lips"
+
+    def __init__(self, config: LipsConfig | None = None) -> None:
+        self.config = config or LipsConfig()
+
+    @classmethod
+    def build_model(cls, config: Mapping[str, Any] | None = None) -> nn.Module:
+        return LipsModel(LipsConfig(**dict(config or {})))
+
+    @classmethod
+    def of_model(cls, model: nn.Module) -> Self:
+        assert isinstance(model, LipsModel), "not a lips model"
+        return cls(model.config)
+
+    def stages(self, context: StageContext) -> MouthStages:
+        """Predicted shapes -> the library's nearest real mouths -> composed (lips, jaw)."""
+        from hygie_w2l.hd import LipsStage
+
+        if context.hd is None:
+            raise HygieError("a lips run draws the person's own mouths from their library, "
+                             "and none was found: build it with `hygie-w2l index "
+                             "runs/NAME/dataset --out retrieval/NAME` and pass --index.")
+        model = context.checkpoint.model
+        assert isinstance(model, LipsModel)
+        stage = LipsStage(model, context)
+        return MouthStages([stage], LIPS_BATCH_FRAMES, lambda: {"hd": stage.summary(),
+                                                                "warning": stage.warning()},
+                           [stage.close])
+
+LIPS_BATCH_FRAMES = 25  # frames per reader batch (a second): no network to feed
