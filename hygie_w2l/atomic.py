@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,51 @@ def check_writable(path: str | Path) -> Path:
         raise OutputError(f"{path}: the file exists and is read-only. "
                           "Remove it, make it writable (chmod u+w) or choose another name.")
     return path
+
+
+def writable_folder(folder: str | Path, flag: str = "--out") -> Path:
+    """Create ``folder`` (and its parents) where needed and check that a file can be made
+    in it; an OutputError naming it otherwise (permissions, a read-only or immutable
+    folder, a file in the way)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".hygie-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise OutputError(f"{folder}: a file is in the way of this folder. Choose another "
+                          f"{flag}.") from None
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write there ({exc.strerror or exc}). Choose a "
+                          f"{flag} you can write to.") from None
+    return folder
+
+
+def not_an_input(out: str | Path, *inputs: str | Path | None, flag: str = "--out") -> Path:
+    """Refuse an output that is one of the inputs (the same file or folder, by inode, under
+    whatever name): writing it would destroy that input."""
+    out = Path(out)
+    for given in inputs:
+        if given is not None and out.exists() and Path(given).exists() and \
+                os.path.samefile(out, given):
+            raise OutputError(f"{out}: is also an input ({given}); writing there would "
+                              f"destroy it. Choose another {flag}.")
+    return out
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Put the finished folder ``new`` at ``out``, replacing what was there only once the
+    new one is complete (two renames; the old one is removed last)."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        new.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(out)
+    out.chmod(0o755)
 
 
 _UMASK = os.umask(0)

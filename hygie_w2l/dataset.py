@@ -13,7 +13,6 @@ where split.valid_starts allows: no sample reads across the train/validation gua
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,11 @@ from hygie_w2l.face_tracker import STATUS_MISSING
 from hygie_w2l.geometry import FACE_CROP_PX, mouth_mask
 from hygie_w2l.prepare import DATASET_FORMAT_VERSION
 from hygie_w2l.split import Split, valid_starts
-from hygie_w2l.storage import ChunkedArray
+from hygie_w2l.storage import ChunkedArray, Schema, read_json
 
 MAX_CONSECUTIVE_FAILURES = 20
+META_SCHEMA: Schema = {"format_version": int, "stages": dict, "fps": (int, float), "key": str,
+                       "source": str, "config": dict, "crops": dict, "track": dict}
 
 
 class DatasetVersionError(HygieError):
@@ -43,27 +44,36 @@ class PreparedDataset:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         meta_path = self.root / "meta.json"
+        fix = f"Prepare it again: `hygie-w2l prepare VIDEO --out {self.root}`."
         if not meta_path.is_file():
             raise HygieError(f"{self.root}: not a prepared dataset (no meta.json). Run "
                              f"`hygie-w2l prepare VIDEO --out {self.root}` first.")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = read_json(meta_path, {"format_version": int, "stages": dict},
+                              "dataset's metadata", fix)
         version = self.meta.get("format_version")
         if version != DATASET_FORMAT_VERSION:
             raise DatasetVersionError(
                 f"{self.root}: dataset format {version}, this hygie-w2l reads format "
                 f"{DATASET_FORMAT_VERSION}. Prepare it again with this version.")
-        if not all(self.meta.get("stages", {}).get(s) for s in ("audio", "track", "crops",
-                                                                 "split")):
+        if not all(self.meta["stages"].get(s) for s in ("audio", "track", "crops", "split")):
             raise HygieError(f"{self.root}: preparation did not finish. Run prepare again "
                              "(it resumes).")
-        self.fps = float(self.meta["fps"])
-        self.mel = np.load(self.root / "mel.npy")
-        self.landmarks = np.load(self.root / "landmarks.npy", mmap_mode="r")
-        self.status = np.load(self.root / "status.npy")
-        self.pose = np.load(self.root / "pose.npy")  # (N, 3) yaw, pitch, roll degrees
-        self.plan = _load_plan(self.root, self.meta)
-        split = json.loads((self.root / "split.json").read_text())
-        self.split = Split(tuple(split["train"]), tuple(split["val"]), split["guard_frames"])
+        read_json(meta_path, META_SCHEMA, "dataset's metadata", fix)
+        split = read_json(self.root / "split.json", {"train": list, "val": list,
+                                                      "guard_frames": int},
+                          "dataset's split", fix)
+        try:
+            self.fps = float(self.meta["fps"])
+            self.mel = np.load(self.root / "mel.npy")
+            self.landmarks = np.load(self.root / "landmarks.npy", mmap_mode="r")
+            self.status = np.load(self.root / "status.npy")
+            self.pose = np.load(self.root / "pose.npy")  # (N, 3) yaw, pitch, roll degrees
+            self.plan = _load_plan(self.root, self.meta)
+            self.split = Split(tuple(split["train"]), tuple(split["val"]),
+                               split["guard_frames"])
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+            raise HygieError(f"{self.root}: the dataset is damaged ({type(exc).__name__}: "
+                             f"{exc}). {fix}") from exc
         self._arrays: dict[str, ChunkedArray] = {}
         self.n_frames = len(self.status)
         self.usable = self.status != STATUS_MISSING

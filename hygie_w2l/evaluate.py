@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from hygie_w2l.atomic import not_an_input, writable_folder
 from hygie_w2l.audio import ArrayMel
 from hygie_w2l.blend import BlendMode, paste
 from hygie_w2l.chain import Frame, StageContext, Timer, run_chain
@@ -273,17 +275,36 @@ def held_out_frames(data: PreparedDataset, max_frames: int) -> np.ndarray:
 
 def evaluate(dataset: str | Path, checkpoint: str | Path, out: str | Path,
              config: EvalConfig = EvalConfig()) -> EvalReport:
-    started, timer = time.perf_counter(), Timer()
+    """Score ``checkpoint`` on the held-out split of ``dataset``; the report goes to the
+    folder ``out`` (a folder this call created is removed again if it fails)."""
+    started = time.perf_counter()
     data = PreparedDataset(dataset)
-    out = Path(out)
+    out = not_an_input(out, dataset, checkpoint, data.meta["source"])
     ckpt = load_checkpoint(checkpoint, expect=GENERATOR_ARCHS)
     generator = generator_for(ckpt)
     config = dataclasses.replace(config, hd=library_for(config.hd, None, generator,
                                                         checkpoint))
     frames = held_out_frames(data, config.max_frames)
-    out.mkdir(parents=True, exist_ok=True)
-    mouth = generator.stages(_context(ckpt, Path(checkpoint), data, generator, config, timer))
-    expert_path = _find_expert(Path(checkpoint), config.expert)
+    created = not out.exists()
+    writable_folder(out)
+    try:
+        metrics = _measure(data, ckpt, Path(checkpoint), generator, frames, out, config,
+                           started)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return EvalReport(out, metrics)
+
+
+def _measure(data: PreparedDataset, ckpt: Checkpoint, source: Path, generator: Generator,
+             frames: np.ndarray, out: Path, config: EvalConfig, started: float
+             ) -> dict[str, Any]:
+    """The held-out frames through the generator's render stages, every variant measured;
+    the report written into ``out``."""
+    timer = Timer()
+    mouth = generator.stages(_context(ckpt, source, data, generator, config, timer))
+    expert_path = _find_expert(source, config.expert)
     use_syncnet = config.syncnet.is_file()
     hd = mouth.stages[-1] if isinstance(mouth.stages[-1], HDStage) else None
     names = [v for v in VARIANTS if v != "generated+hd" or hd is not None]
@@ -310,7 +331,7 @@ def evaluate(dataset: str | Path, checkpoint: str | Path, out: str | Path,
     metrics["seconds"] = time.perf_counter() - started
     sink.write_video(frames)
     write_report(out, metrics, sink.meas.openings(), sink.worst)
-    return EvalReport(out, metrics)
+    return metrics
 
 
 def _held_out(data: PreparedDataset, frames: np.ndarray, reference: Image | None,

@@ -101,11 +101,11 @@ class FaceAlignmentBackend:
         pass
 
 
-def make_backend(name: TrackerBackend, video: bool = True
+def make_backend(name: TrackerBackend, video: bool = True, max_faces: int = 2
                  ) -> LandmarkBackend:
     if name == "face-alignment":
         return FaceAlignmentBackend()
-    return MediaPipeBackend(video=video)
+    return MediaPipeBackend(video=video, max_faces=max_faces)
 
 
 class FaceMeshDetector:
@@ -131,8 +131,13 @@ class FaceMeshDetector:
         self.close()
 
 
+def face_area(face: np.ndarray) -> float:
+    """The area of a face's landmark bounding box, in square pixels."""
+    return float(np.ptp(face[:, 0]) * np.ptp(face[:, 1]))
+
+
 def largest(faces: list[np.ndarray]) -> np.ndarray:
-    return max(faces, key=lambda f: float(np.ptp(f[:, 0]) * np.ptp(f[:, 1])))
+    return max(faces, key=face_area)
 
 
 # ------------------------------------------------------------------------ smoothing ----
@@ -177,6 +182,7 @@ class TrackerConfig:
     max_gap_frames: int = 12  # gaps up to 0.48 s at 25 fps are interpolated
     min_cutoff_hz: float = 0.6
     beta: float = 0.03
+    face_index: int = 0  # with several faces: follow the largest (0), the next (1) ...
 
 
 @dataclasses.dataclass
@@ -191,6 +197,7 @@ class Track:
     multi_face_frames: int
     fps: float
     calibration: BoxCalibration | None = None  # None when no frame has a face
+    face_index: int = 0  # which face was followed (TrackerConfig.face_index)
 
     @property
     def confidence(self) -> np.ndarray:
@@ -214,8 +221,11 @@ class Track:
             spans = ", ".join(f"{a / self.fps:.2f}-{b / self.fps:.2f} s" for a, b in ranges)
             lines.append(f"no face in {counts['missing']} frames: {spans}")
         if self.multi_face_frames:
-            lines.append(f"several faces in {self.multi_face_frames} frames: the largest "
-                         "one is used")
+            which = "the largest" if self.face_index == 0 else \
+                f"number {self.face_index + 1} by size"
+            lines.append(f"several faces in {self.multi_face_frames} frames: following one "
+                         f"face throughout ({which} when first seen; --face-index N follows "
+                         "another)")
         return "\n".join(lines)
 
 
@@ -263,9 +273,12 @@ class FaceTracker:
 
     def __init__(self, config: TrackerConfig = TrackerConfig()) -> None:
         self.config = config
-        self._tracker = make_backend(config.backend, video=True)
+        self._faces = max(2, config.face_index + 2)  # one more than followed: to notice others
+        self._tracker = make_backend(config.backend, video=True, max_faces=self._faces)
+        self.n_points = self._tracker.n_points
         self._redetector: LandmarkBackend | None = None
         self.multi_face_frames = 0
+        self._centre: np.ndarray | None = None  # of the face followed, when last seen
 
     def step(self, frame: Image) -> tuple[np.ndarray | None, int]:
         small, scale = _downscale(frame, self.config.max_side_px)
@@ -273,15 +286,31 @@ class FaceTracker:
         status = STATUS_TRACKED
         if not faces:  # tracking lost: a full detection on this frame before giving up
             if self._redetector is None:
-                self._redetector = make_backend(self.config.backend, video=False)
+                self._redetector = make_backend(self.config.backend, video=False,
+                                                max_faces=self._faces)
             faces = self._redetector.detect(small)
             status = STATUS_REDETECTED
-        if not faces:
-            return None, STATUS_MISSING
         self.multi_face_frames += len(faces) > 1
-        points = largest(faces)
+        points = self._follow(faces)
+        if points is None:
+            return None, STATUS_MISSING
         points[:, :3] /= scale
         return points, status
+
+    def _follow(self, faces: list[np.ndarray]) -> np.ndarray | None:
+        """One person throughout: at first the ``face_index``-th largest face, then the
+        face nearest to where that one was last seen (never a jump to another person)."""
+        if not faces:
+            return None
+        if self._centre is None:
+            if len(faces) <= self.config.face_index:
+                return None  # not there yet
+            chosen = sorted(faces, key=face_area, reverse=True)[self.config.face_index]
+        else:
+            centre = self._centre
+            chosen = min(faces, key=lambda f: float(np.linalg.norm(f[:, :2].mean(0) - centre)))
+        self._centre = chosen[:, :2].mean(0)
+        return chosen
 
     def close(self) -> None:
         self._tracker.close()
@@ -354,4 +383,4 @@ def tracks_from_points(points: list[np.ndarray | None], statuses: list[int], fps
         raw[i] = placed_box(landmarks[i], calibration.face).as_array()
         pose[i] = head_pose_deg(arr[i])
     return Track(landmarks, status, raw, smooth_boxes(raw, fps, config), pose,
-                 multi_face_frames, fps, calibration)
+                 multi_face_frames, fps, calibration, config.face_index)

@@ -40,11 +40,12 @@ import numpy as np
 from tqdm import tqdm
 
 from hygie_w2l import __version__
+from hygie_w2l.atomic import not_an_input, replace_folder, writable_folder
 from hygie_w2l.errors import HygieError
 from hygie_w2l.geometry import hd_affine, polygon_mask, transform_points
 from hygie_w2l.landmarks import outer_inner_rings
 from hygie_w2l.prepare import DATASET_FORMAT_VERSION
-from hygie_w2l.storage import ChunkedArray, ChunkWriter
+from hygie_w2l.storage import ChunkedArray, ChunkWriter, read_json
 from hygie_w2l.types import Affine, Landmarks
 
 INDEX_FORMAT_VERSION = 2  # 2: raw shape codes and each mouth's context (pose, skin colour)
@@ -307,9 +308,9 @@ def build_index(datasets: Sequence[str | Path], out: str | Path,
     if config.split not in ("train", "all"):
         raise HygieError(f"--split {config.split}: choose train or all.")
     started = time.perf_counter()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = not_an_input(out, *datasets)
     datas = [PreparedDataset(d) for d in datasets]
+    writable_folder(out.parent)
     patch_hw = datas[0].plan.hd_hw
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -340,23 +341,11 @@ def build_index(datasets: Sequence[str | Path], out: str | Path,
                 "build_seconds": time.perf_counter() - started,
                 "versions": {"hygie_w2l": __version__, "faiss": faiss.__version__}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        _replace_folder(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildSummary(out, meta)
-
-
-def _replace_folder(new: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        new.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(out)
-    out.chmod(0o755)
 
 
 def _fit(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -435,7 +424,8 @@ class MouthLibrary:
         if not meta_path.is_file():
             raise IndexError_(f"{self.root}: not a mouth library (no meta.json). Build one "
                               f"with `hygie-w2l index DATASET --out {self.root}`.")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = read_json(meta_path, {"format_version": int}, "mouth library's metadata",
+                              f"Build it again with `hygie-w2l index DATASET --out {self.root}`.")
         version = self.meta.get("format_version")
         if version != INDEX_FORMAT_VERSION:
             raise IndexError_(f"{self.root}: library format {version}, this hygie-w2l reads "
@@ -446,6 +436,9 @@ class MouthLibrary:
                 f"{self.root}: built from datasets of format {self.meta.get('dataset_format')}"
                 f", this hygie-w2l prepares format {DATASET_FORMAT_VERSION}: its mouths were "
                 "cut with another geometry. Prepare the video again and rebuild the index.")
+        read_json(meta_path, {"n_entries": int, "patch_hw": list, "datasets": list,
+                              "config": dict}, "mouth library's metadata",
+                  f"Build it again with `hygie-w2l index DATASET --out {self.root}`.")
         try:
             import faiss
 

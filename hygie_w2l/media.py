@@ -49,6 +49,7 @@ class MediaInfo:
     rotation_deg: int = 0  # rotation applied on display (multiple of 90)
     n_frames: int | None = None  # counted from the packets, when asked
     durations_vary: bool | None = None  # packet durations differ (known when counted)
+    truncated: bool = False  # the file ends before its own index says (known when counted)
     audio_streams: tuple[AudioStream, ...] = ()
 
     @property
@@ -193,8 +194,9 @@ def probe(path: str | Path, count_frames: bool = True) -> MediaInfo:
                              "Re-export or re-download it; ffmpeg must be able to open it.")
     info = parse_probe(path, report)
     if count_frames and info.has_video:
-        n_frames, vary = _packet_table(path)
-        info = dataclasses.replace(info, n_frames=n_frames, durations_vary=vary)
+        n_frames, vary, truncated = _packet_table(path)
+        info = dataclasses.replace(info, n_frames=n_frames, durations_vary=vary,
+                                   truncated=truncated)
     return info
 
 
@@ -207,13 +209,18 @@ def parse_packet_table(table: str) -> tuple[int, bool]:
     return len(durations), bool(body) and max(body) - min(body) > 0.02 * max(max(body), 1)
 
 
-def _packet_table(path: Path) -> tuple[int, bool]:
+TRUNCATION_SIGNS = ("partial file", "Invalid data found", "stream ends prematurely")
+
+
+def _packet_table(path: Path) -> tuple[int, bool, bool]:
+    """(readable video packets, whether their durations vary, whether the file ends before
+    its index says: a download or copy cut short)."""
     run = subprocess.run([ffmpeg_exe(), *packet_table_args(path)], capture_output=True, text=True)
     n_frames, vary = parse_packet_table(run.stdout)
     if run.returncode != 0 or n_frames == 0:
         raise InputFileError(path, "its video stream cannot be read (corrupt or truncated)",
                              "Re-export or re-download it.")
-    return n_frames, vary
+    return n_frames, vary, any(sign in run.stderr for sign in TRUNCATION_SIGNS)
 
 
 def read_frames(path: str | Path, fps: float | None = None, start_s: float = 0.0,

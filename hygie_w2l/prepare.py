@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,11 @@ import soundfile as sf
 from tqdm import tqdm
 
 from hygie_w2l import __version__
-from hygie_w2l.atomic import atomic_path
+from hygie_w2l.atomic import atomic_path, not_an_input, replace_folder, writable_folder
 from hygie_w2l.audio import FPS, SAMPLE_RATE_HZ, melspectrogram, window_is_complete
 from hygie_w2l.crops import CropConfig, CropPlan, plan_crops
 from hygie_w2l.doctor import peak_memory_mb
-from hygie_w2l.errors import HygieError, InputFileError
+from hygie_w2l.errors import HygieError, InputFileError, OutputError
 from hygie_w2l.face_tracker import NoFaceError, Track, TrackerConfig, track_frames
 from hygie_w2l.geometry import (
     BoxCalibration,
@@ -41,12 +42,13 @@ from hygie_w2l.geometry import (
 )
 from hygie_w2l.media import MediaInfo, load_audio, probe, read_frames
 from hygie_w2l.split import make_split
-from hygie_w2l.storage import ChunkWriter
+from hygie_w2l.storage import ChunkWriter, read_json
 from hygie_w2l.weights import sha256_of
 
 # 2: eye-anchored boxes, fixed generator mask; 3: the crop recipe (crops.CropConfig) in meta
 DATASET_FORMAT_VERSION = 3
 STAGES = ("audio", "track", "crops", "split")
+PARTIAL_SUFFIX = ".partial"  # a dataset being built, or an interrupted build to resume
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,21 +80,35 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(tmp, array)
 
 
-def _open_output(out: Path, key: str) -> dict[str, Any]:
-    """The existing meta when ``out`` holds this very dataset; otherwise a clean folder."""
+def _existing(out: Path) -> dict[str, Any] | None:
+    """The metadata of the dataset already at ``out`` (None: nothing there yet); a folder
+    that holds something else, or a file, is refused rather than replaced."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file, not a dataset folder. Choose a new --out folder.")
     meta_path = out / "meta.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
-            return meta
-        print(f"{out}: source or config changed since it was prepared; rebuilding")
-        for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    elif out.exists() and any(out.iterdir()):
+    if meta_path.is_file():
+        return read_json(meta_path, {"key": str, "stages": dict}, "dataset's metadata",
+                         f"Remove the folder {out} (rm -r) or choose another --out.")
+    if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out}: exists, is not empty and is not a hygie-w2l dataset. "
                            "Choose a new --out folder.")
-    out.mkdir(parents=True, exist_ok=True)
-    return {"key": key, "stages": {}}
+    return None
+
+
+def _staging(out: Path, key: str) -> tuple[Path, dict[str, Any]]:
+    """The folder the dataset is built in (``OUT.partial``) and its metadata: resumed when
+    it holds an interrupted build of this very dataset, else started afresh."""
+    stage = out.with_name(out.name + PARTIAL_SUFFIX)
+    meta_path = stage / "meta.json"
+    if meta_path.is_file():
+        meta = read_json(meta_path, {"key": str, "stages": dict}, "dataset's metadata",
+                         f"Remove the folder {stage} (rm -r) and run prepare again.")
+        if meta["key"] == key:
+            print(f"{stage}: resuming an interrupted prepare")
+            return stage, meta
+    shutil.rmtree(stage, ignore_errors=True)
+    writable_folder(stage)
+    return stage, {"key": key, "stages": {}}
 
 
 def _stage_audio(audio_src: Path, out: Path) -> dict[str, Any]:
@@ -130,7 +146,8 @@ def load_track(out: Path, fps: float, meta: dict[str, Any]) -> Track:
     return Track(np.load(out / "landmarks.npy"), np.load(out / "status.npy"),
                  np.load(out / "raw_boxes.npy"), np.load(out / "boxes.npy"),
                  np.load(out / "pose.npy"), int(meta["track"]["multi_face_frames"]), fps,
-                 BoxCalibration.from_json(meta["track"]["box_calibration"]))
+                 BoxCalibration.from_json(meta["track"]["box_calibration"]),
+                 int(meta["config"]["tracker"].get("face_index", 0)))
 
 
 def _crop_writers(out: Path, plan: CropPlan) -> dict[str, ChunkWriter]:
@@ -213,11 +230,20 @@ class PrepareSummary:
 
 def prepare(video: str | Path, out: str | Path, audio: str | Path | None = None,
             config: PrepareConfig = PrepareConfig()) -> PrepareSummary:
-    """Turn ``video`` (+ ``audio``, else its own sound) into a dataset folder ``out``."""
-    video, out = Path(video), Path(out)
+    """Turn ``video`` (+ ``audio``, else its own sound) into a dataset folder ``out``.
+
+    The dataset is built in ``OUT.partial`` and put at ``out`` only once complete, so a
+    failed prepare leaves an existing dataset as it was; an error removes the partial
+    folder, an interruption keeps it and the same command resumes it."""
+    video, out = Path(video), not_an_input(out, video, audio)
+    existing = _existing(out)
     info = probe(video)
     if not info.has_video:
         raise InputFileError(video, "has no video stream", "Give the video of the person.")
+    if info.truncated:
+        raise InputFileError(video, f"is truncated: it ends before its own index says (only "
+                             f"{info.n_frames} of ~{round(info.duration_s * info.fps)} frames "
+                             "can be read)", "Re-export or re-download it whole.")
     audio_src = Path(audio) if audio else video
     if audio is None and not info.has_audio:
         raise InputFileError(video, "has no audio stream",
@@ -225,9 +251,13 @@ def prepare(video: str | Path, out: str | Path, audio: str | Path | None = None,
     make_split(int(info.duration_s * config.fps), config.val_fraction, str(video))  # fail early
     sources = [video] if audio_src == video else [video, audio_src]
     key, hashes = _key(sources, config)
-    meta = _open_output(out, key)
-    if all(s in meta["stages"] for s in STAGES):
-        return PrepareSummary(out, meta, skipped=True)
+    if existing is not None and existing["key"] == key and \
+            all(s in existing["stages"] for s in STAGES):
+        return PrepareSummary(out, existing, skipped=True)
+    if existing is not None:
+        print(f"{out}: source or config changed since it was prepared; rebuilding (the "
+              "old dataset stays until the new one is complete)")
+    stage, meta = _staging(out, key)
     meta.update({"format_version": DATASET_FORMAT_VERSION, "source": str(video),
                  "audio_source": str(audio_src), "source_sha256": hashes, "fps": config.fps,
                  "config": dataclasses.asdict(config),
@@ -235,6 +265,22 @@ def prepare(video: str | Path, out: str | Path, audio: str | Path | None = None,
                      "width": info.width, "height": info.height, "fps": info.fps,
                      "variable_frame_rate": info.variable_frame_rate,
                      "rotation_deg": info.rotation_deg}})
+    try:
+        _run_stages(video, audio_src, info, stage, meta, config)
+    except HygieError:
+        shutil.rmtree(stage, ignore_errors=True)  # nothing of a failed prepare remains
+        raise
+    except KeyboardInterrupt:
+        print(f"prepare stopped: the work done is kept in {stage}; run the same command to "
+              "resume it.", file=sys.stderr)
+        raise
+    replace_folder(stage, out)
+    return PrepareSummary(out, meta, skipped=False)
+
+
+def _run_stages(video: Path, audio_src: Path, info: MediaInfo, out: Path,
+                meta: dict[str, Any], config: PrepareConfig) -> None:
+    """Each stage not done yet, its results and the metadata written as it ends."""
     timings = meta.setdefault("timings_s", {})
     track = None
     for stage in STAGES:
@@ -257,7 +303,6 @@ def prepare(video: str | Path, out: str | Path, audio: str | Path | None = None,
         meta["stages"][stage] = True
         meta["peak_memory_mb"] = peak_memory_mb()
         _write_json(out / "meta.json", meta)
-    return PrepareSummary(out, meta, skipped=False)
 
 
 def _versions() -> dict[str, str]:

@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import tomllib
 from collections.abc import Iterator, Mapping
 from importlib import resources
@@ -19,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hygie_w2l.atomic import atomic_path
+from hygie_w2l.atomic import atomic_path, not_an_input, writable_folder
 from hygie_w2l.errors import HygieError
 
 PRESETS = ("quick", "standard", "hq")
@@ -184,20 +185,39 @@ class RunDir:
     """The run folder: config.json, log.csv, previews/, last.pt and best.pt."""
 
     def __init__(self, path: str | Path, config: TrainConfig, resume: bool,
-                 fields: list[str]) -> None:
-        self.path = Path(path)
+                 fields: list[str], inputs: tuple[str | Path, ...] = ()) -> None:
+        self.path = not_an_input(path, *inputs)
         self.last, self.best = self.path / "last.pt", self.path / "best.pt"
         if self.last.exists() and not resume:
             raise HygieError(f"{self.path}: holds a run already. Continue it with --resume, "
                              "or choose another --out.")
         if resume and not self.last.exists():
             raise HygieError(f"{self.path}: nothing to resume (no last.pt). Drop --resume.")
+        self.created = not self.path.exists()  # by this run: removed if it fails at once
         if is_main():
-            (self.path / "previews").mkdir(parents=True, exist_ok=True)
+            writable_folder(self.path / "previews")
             with atomic_path(self.path / "config.json") as tmp:
                 tmp.write_text(json.dumps(dataclasses.asdict(config), indent=1))
         self.fields = ["step", "phase", *fields, "lr", "seconds"]
         self._board = _tensorboard(self.path) if is_main() else None
+
+    def discard(self) -> None:
+        """Remove the run folder this run created, when it failed before its first
+        checkpoint (nothing worth keeping, nothing to resume)."""
+        if self.created and is_main() and not self.last.exists() and not self.best.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def rewind_log(self, step: int) -> None:
+        """On --resume: forget the logged steps after ``step`` (they are done again), so
+        log.csv holds each step once."""
+        path = self.path / "log.csv"
+        if not is_main() or not path.exists():
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+            csv.writer(f).writerows(kept)
 
     def log(self, step: int, phase: str, values: Mapping[str, float]) -> None:
         if not is_main():

@@ -7,14 +7,42 @@ to ``CHUNK_FRAMES`` frames, every chunk written atomically.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hygie_w2l.atomic import atomic_path
+from hygie_w2l.errors import InputFileError
 
 CHUNK_FRAMES = 256
+
+
+Schema = Mapping[str, type | tuple[type, ...]]
+
+
+def read_json(path: Path, schema: Schema, what: str, fix: str) -> dict[str, Any]:
+    """A JSON object file of ours (a dataset's or a library's meta.json ...), checked: it
+    parses, it is an object, and it has ``schema``'s keys with values of those types; else
+    one InputFileError naming the file, what it should have been (``what``) and the fix."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputFileError(path, f"not found: this is not a {what}", fix) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputFileError(path, f"a damaged {what} (not readable JSON: {exc})", fix) from None
+    if not isinstance(data, dict):
+        raise InputFileError(path, f"not a {what} (a JSON {type(data).__name__}, not an object)",
+                             fix)
+    for key, kind in schema.items():
+        if key not in data:
+            raise InputFileError(path, f"a damaged {what} (it has no {key!r})", fix)
+        if not isinstance(data[key], kind) or isinstance(data[key], bool) and kind is int:
+            raise InputFileError(path, f"a damaged {what} ({key!r} is a "
+                                 f"{type(data[key]).__name__})", fix)
+    return data
 
 
 class ChunkWriter:

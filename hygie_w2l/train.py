@@ -245,14 +245,18 @@ def train_lips(dataset: str | Path, out: str | Path, config: TrainConfig,
     """Fit the audio-to-lips model on the training split, report it on the held-out one,
     write best.pt (and last.pt, the same: the fit is one piece, nothing to resume)."""
     data = PreparedDataset(dataset)
-    run = RunDir(out, config, resume, ["opening_r", "lmd", "lmd_mean_shape"])
+    run = RunDir(out, config, resume, ["opening_r", "lmd", "lmd_mean_shape"], (dataset,))
     if resume:
         done = load_checkpoint(run.last, expect="lips")
         return TrainSummary(run.path, done.step, float(done.meta["report"]["lmd"]),
                             ["the lips model was fitted already: nothing to resume"], 0.0,
                             report=LipsReport(**done.meta["report"]).text())
     start_run(dataclasses.replace(config, device="cpu"))
-    model, report = fit_lips(data, LipsConfig(steps=config.steps, seed=config.seed))
+    try:
+        model, report = fit_lips(data, LipsConfig(steps=config.steps, seed=config.seed))
+    except (HygieError, KeyboardInterrupt):
+        run.discard()  # the fit is one piece: nothing to resume
+        raise
     run.log(config.steps, "val", {"opening_r": report.opening_r, "lmd": report.lmd,
                                   "lmd_mean_shape": report.lmd_mean_shape, "lr": 0.0,
                                   "seconds": report.seconds})
@@ -290,11 +294,12 @@ def _set_up(dataset: str | Path, out: str | Path, config: TrainConfig, resume: b
                if disc is not None else None,
                generator.sampler(data, "train", length=10**9, seed=train_seed),
                generator.sampler(data, "val", length=10**9, seed=val_seed),
-               RunDir(out, config, resume, LOG_FIELDS),
+               RunDir(out, config, resume, LOG_FIELDS, (dataset,)),
                [f"{generator.arch} {init_note}", expert_note, disc_note])
     state = State(sync_on=pretrained and expert is not None)
     if resume:
         state = restore_run(p.run.last, p)
+        p.run.rewind_log(state.step)
         p.notes.append(f"resumed at step {state.step}")
     if torch.distributed.is_initialized():
         p.model = torch.nn.parallel.DistributedDataParallel(model)
@@ -354,6 +359,9 @@ def train_generator(dataset: str | Path, out: str | Path, config: TrainConfig,
                 save_preview(p, p.run.path / "previews" / f"step_{state.step:07d}.png")
     except KeyboardInterrupt:
         save_run(p.run.last, p, state)
+        raise
+    except HygieError:
+        p.run.discard()
         raise
     finally:
         bar.close()

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hygie_w2l.dataset import PreparedDataset, SyncDataset
+from hygie_w2l.errors import HygieError
 from hygie_w2l.losses import cosine_bce
 from hygie_w2l.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from hygie_w2l.runs import (
@@ -111,8 +112,10 @@ def train_sync(dataset: str | Path, out: str | Path, config: TrainConfig,
     model, init_note = init_expert(config)
     model = model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    run = RunDir(out, config, resume, ["loss", "accuracy"])
+    run = RunDir(out, config, resume, ["loss", "accuracy"], (dataset,))
     step, best, stale = _restore(run.last, model, opt) if resume else (0, (math.inf, 0.0), 0)
+    if resume:
+        run.rewind_log(step)
     if torch.distributed.is_initialized():
         model = torch.nn.parallel.DistributedDataParallel(model)
     if is_main():
@@ -150,6 +153,9 @@ def train_sync(dataset: str | Path, out: str | Path, config: TrainConfig,
                 break
     except KeyboardInterrupt:
         _save(run.last, model, opt, step, best, stale, config, data)
+        raise
+    except HygieError:
+        run.discard()
         raise
     finally:
         bar.close()

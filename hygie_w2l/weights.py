@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.client
-import json
 import os
 import shutil
 import tempfile
@@ -69,9 +68,15 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> list[WeightFile]:
     if not path.is_file():
         raise WeightsError(f"{path}: manifest not found. Run from the project folder or pass "
                            "--manifest checkpoints/manifest.json.")
-    entries = json.loads(path.read_text())["files"]
-    return [WeightFile(e["name"], int(e["bytes"]), e["sha256"].lower(), e["role"],
-                       e["architecture"], tuple(e["mirrors"])) for e in entries]
+    from hygie_w2l.storage import read_json
+
+    fix = "Restore it from the project (git checkout checkpoints/manifest.json)."
+    entries = read_json(path, {"files": list}, "weights manifest", fix)["files"]
+    try:
+        return [WeightFile(e["name"], int(e["bytes"]), e["sha256"].lower(), e["role"],
+                           e["architecture"], tuple(e["mirrors"])) for e in entries]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise WeightsError(f"{path}: a damaged weights manifest ({exc!r}). {fix}") from exc
 
 
 def sha256_of(path: Path) -> str:

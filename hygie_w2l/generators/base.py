@@ -128,7 +128,7 @@ class PixelGenerator(Generator):
         out = MouthStages(stages, engine.batch_size, lambda: {
             "batch_size": engine.chunk, "engine_note": engine.note}, [generate.close])
         if context.hd is not None:
-            lips = run_lips_model(context.source)
+            lips = run_lips_model(context.source) if context.hd.query == "predicted" else None
             codes = predicted_codes(lips, context) if lips is not None else None
             hd = HDStage(context.hd, context.blend, context.timer, codes, context.pose)
             out.closers.append(hd.close)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -80,18 +81,30 @@ def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+PICKLE_MAGIC = b"\x80"  # the legacy format: a pickle stream (protocol 2+) first
+
+
 def _read(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found. Give a .pt/.pth file or a run "
                               "folder holding best.pt (see `hygie-w2l weights list`).")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not (head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC)):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (it starts with {head!r}). "
+                              "Give the .pt/.pth file of a run or an official weight file.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own notes; the refusal says it all
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{path}: refused, it needs code to be unpickled (a whole serialised module or "
             "something unsafe); only plain weight files are loaded. Get the official "
             "state_dict file (`hygie-w2l weights download`).") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError,
+            KeyError, AttributeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt "
                               f"({type(exc).__name__}). Download or copy it again.") from exc
 
