@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -167,9 +166,10 @@ def quantize_int8(src: Path, dst: Path, calibration: Iterable[Feeds]) -> Path:
 
 
 def cache_dir() -> Path:
-    """Where render keeps its ONNX exports: $HYGIE_CACHE, else ~/.cache/hygie-w2l."""
-    root = os.environ.get("HYGIE_CACHE") or Path.home() / ".cache" / "hygie-w2l"
-    return Path(root) / "onnx"
+    """Where render keeps its ONNX exports (cache.py)."""
+    from hygie_w2l.cache import cache_root
+
+    return cache_root() / "onnx"
 
 
 def cached_export(model: nn.Module, generator: PixelGenerator, source: str | Path, int8: bool,

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hygie_w2l import __version__
-from hygie_w2l.atomic import atomic_path, check_writable
+from hygie_w2l.atomic import atomic_path, check_writable, not_an_input
 from hygie_w2l.audio import FPS, Samples, StreamedMel, frame_rms, n_video_frames
 from hygie_w2l.blend import BlendMode
 from hygie_w2l.chain import EncodeStage, Frame, Stage, StageContext, Timer, run_chain
@@ -55,6 +55,7 @@ class RenderConfig:
     index: Path | None = None  # --index: the person's mouth library (default: the run's)
     fps: float = FPS
     tracker: TrackerConfig = TrackerConfig()
+    template_cache: bool = True  # read (and keep) the template's tracking in the cache
 
 
 def silence_gate(wav: np.ndarray | Samples, n_frames: int, fps: float, threshold_db: float,
@@ -86,6 +87,7 @@ class RenderSummary:
     batch_size: int = 0  # frames per generator call (the last one used)
     engine_note: str = ""  # ONNX: the model used (exported or cached), INT8 error
     arch: str = ""  # the generator that drew the mouths
+    notes: tuple[str, ...] = ()  # the template cache, several faces ...
 
     def table(self) -> str:
         lines = [f"{'stage':10s}{'seconds':>10s}{'frames/s':>10s}"]
@@ -111,6 +113,7 @@ class RenderSummary:
                             if h["missed"] else ""))
         if self.engine_note:
             lines.append(self.engine_note)
+        lines += [f"note: {n}" for n in self.notes]
         if self.warning:
             lines.append(f"warning: {self.warning}")
         return "\n".join(lines)
@@ -148,7 +151,7 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
            config: RenderConfig = RenderConfig(), stats: str | Path | None = None
            ) -> RenderSummary:
     started, timer = time.perf_counter(), Timer()
-    out = check_writable(out)
+    out = check_writable(not_an_input(out, face, audio, checkpoint))
     ckpt = load_checkpoint(checkpoint, expect=GENERATOR_ARCHS)
     generator = generator_for(ckpt)
     config = dataclasses.replace(config, hd=library_for(config.hd, config.index, generator,
@@ -179,13 +182,14 @@ def _open(face: str | Path, audio: str | Path, config: RenderConfig, tmp: Path,
         n_frames = n_video_frames(speech.n_samples, config.fps)
         voiced = silence_gate(speech, n_frames, config.fps, config.silence_db)
     template = load_template(face, config.fps, config.start_s, config.tracker,
-                             max_frames=n_frames)
+                             max_frames=n_frames, use_cache=config.template_cache)
     for stage, seconds in template.seconds.items():
         timer.seconds[stage] += seconds
     if not template.track.valid.any():
         template.close()
         raise NoFaceError(f"{face}: no face found in the template. Give a video or photo "
                           "where the face is clearly visible.")
+
     return _Job(template, speech, voiced, n_frames, timer, tmp)
 
 
@@ -230,6 +234,13 @@ def _encode(job: _Job, stages: list[Stage], config: RenderConfig, batch_size: in
     return preview
 
 
+def _notes(job: _Job) -> tuple[str, ...]:
+    """What the summary says of the template: its cache, several faces in it."""
+    t = job.template
+    faces = [t.track.report().splitlines()[-1]] if t.track.multi_face_frames else []
+    return tuple(n for n in (t.cache_note, *faces) if n)
+
+
 def _summarise(out: Path, job: _Job, started: float, preview: Path | None,
                stats: str | Path | None, info: dict[str, Any], generator: Generator
                ) -> RenderSummary:
@@ -238,7 +249,7 @@ def _summarise(out: Path, job: _Job, started: float, preview: Path | None,
                             c["no_face"], c["silent"], dict(job.timer.seconds),
                             time.perf_counter() - started, peak_memory_mb(), preview,
                             info.get("hd"), info.get("warning"), info.get("batch_size", 0),
-                            info.get("engine_note", ""), generator.arch)
+                            info.get("engine_note", ""), generator.arch, _notes(job))
     if stats is not None:
         with atomic_path(stats) as tmp:
             tmp.write_text(json.dumps(summary.to_json(), indent=1))

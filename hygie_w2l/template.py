@@ -19,13 +19,17 @@ from typing import Literal
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
+from hygie_w2l.cache import Detections, TemplateCache
 from hygie_w2l.errors import InputFileError
 from hygie_w2l.face_tracker import FaceTracker, Track, TrackerConfig, tracks_from_points
-from hygie_w2l.media import probe, read_frames
+from hygie_w2l.media import MediaInfo, probe, read_frames
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 LoopMode = Literal["pingpong", "wrap"]
+NO_TRACK = Track(np.zeros((0, 0, 2), np.float32), np.zeros(0, np.uint8), np.zeros((0, 3)),
+                 np.zeros((0, 3)), np.zeros((0, 3), np.float32), 0, 0.0)  # until tracked
 
 
 def template_index(k: int, n: int, loop: LoopMode) -> int:
@@ -62,10 +66,11 @@ class RawFrames:
 @dataclasses.dataclass
 class Template:
     frames: RawFrames | np.ndarray  # (n, H, W, 3) uint8 BGR
-    track: Track
+    track: Track  # set once tracked (or read from the cache)
     fps: float
     tmpdir: tempfile.TemporaryDirectory | None = None
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # decode, track
+    cache_note: str = ""  # whether its tracking came from the cache
 
     @property
     def n_frames(self) -> int:
@@ -79,55 +84,89 @@ class Template:
 
 
 def load_template(path: str | Path, fps: float, start_s: float = 0.0,
-                  config: TrackerConfig = TrackerConfig(), max_frames: int | None = None
-                  ) -> Template:
+                  config: TrackerConfig = TrackerConfig(), max_frames: int | None = None,
+                  use_cache: bool = True) -> Template:
     """Decode (to a temporary raw file) and track a template video or image; with
-    ``max_frames``, only as many frames as will be shown."""
+    ``max_frames``, only as many frames as will be shown. A video's face detections are
+    kept in the cache (cache.TemplateCache) and read back by later renders."""
     path = Path(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        image: np.ndarray | None = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputFileError(path, "cannot be read as an image",
-                                 "Give a PNG or JPEG photo, or a video.")
-        frames = image[None]
-        still = FaceTracker(dataclasses.replace(config))
-        face_points, face_status = still.step(image)
-        still.close()
-        return Template(frames, tracks_from_points([face_points], [face_status], fps, config,
-                                                   still.multi_face_frames), fps)
+        return _load_image(path, fps, config)
     info = probe(path)
     if not info.has_video:
         raise InputFileError(path, "has no video stream", "Give a video or an image of the face.")
-    tmpdir = tempfile.TemporaryDirectory(prefix="hygie-template-")
-    raw = Path(tmpdir.name) / "frames.u8"
+    if info.truncated:
+        tqdm.write(f"warning: {path} is truncated (it ends before its own index says): only "
+                   f"{info.n_frames} of ~{round(info.duration_s * info.fps)} frames can be read "
+                   "and the template loops on those. Re-export or re-download it whole.")
     n_max = int(np.ceil((info.duration_s - start_s) * fps)) + 2
     if max_frames is not None:
         n_max = min(n_max, max_frames)
-    store = raw.open("wb")
-    tracker = FaceTracker(config)
-    points: list[np.ndarray | None] = []
+    cache = TemplateCache(path, {"fps": fps, "start_s": start_s,
+                                 "tracker": dataclasses.asdict(config)}) if use_cache else None
+    cached = cache.load(n_max) if cache is not None else None
+    template, detections = _decode(path, info, fps, start_s, n_max,
+                                   None if cached is not None else FaceTracker(config))
+    if cached is not None and cache is not None:
+        detections = dataclasses.replace(cached, points=cached.points[:template.n_frames],
+                                         status=cached.status[:template.n_frames])
+        template.cache_note = f"template tracking read from the cache ({cache.file.name})"
+    elif cache is not None and detections is not None:
+        template.cache_note = f"template tracked ({cache.why_not()}) and cached"
+        cache.save(detections)
+    assert detections is not None
+    template.track = tracks_from_points(list(detections.points), list(detections.status), fps,
+                                        config, detections.multi_face_frames)
+    return template
+
+
+def _load_image(path: Path, fps: float, config: TrackerConfig) -> Template:
+    image: np.ndarray | None = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputFileError(path, "cannot be read as an image",
+                             "Give a PNG or JPEG photo, or a video.")
+    still = FaceTracker(dataclasses.replace(config))
+    face_points, face_status = still.step(image)
+    still.close()
+    return Template(image[None], tracks_from_points([face_points], [face_status], fps, config,
+                                                    still.multi_face_frames), fps)
+
+
+def _decode(path: Path, info: MediaInfo, fps: float, start_s: float, n_max: int,
+            tracker: FaceTracker | None) -> tuple[Template, Detections | None]:
+    """Up to ``n_max`` frames from ``start_s`` into a raw file (the Template, its track
+    still to be made) and, with a tracker, their face detections."""
+    tmpdir = tempfile.TemporaryDirectory(prefix="hygie-template-")
+    raw = Path(tmpdir.name) / "frames.u8"
+    points: list[np.ndarray] = []
     statuses: list[int] = []
-    n = 0
     seconds = {"decode": 0.0, "track": 0.0}
-    since = time.perf_counter()
-    for frame in read_frames(path, fps=fps, start_s=start_s, info=info):
-        if n == n_max:
-            break
-        store.write(frame.tobytes())
-        now = time.perf_counter()
-        seconds["decode"] += now - since
-        p, s = tracker.step(frame)
-        points.append(p)
-        statuses.append(s)
-        n += 1
-        since = time.perf_counter()
-        seconds["track"] += since - now
-    tracker.close()
-    store.close()
+    n, since, complete = 0, time.perf_counter(), True
+    with raw.open("wb") as store:
+        for frame in read_frames(path, fps=fps, start_s=start_s, info=info):
+            if n == n_max:
+                complete = False
+                break
+            store.write(frame.tobytes())
+            now = time.perf_counter()
+            seconds["decode"] += now - since
+            if tracker is not None:
+                p, status = tracker.step(frame)
+                points.append(p if p is not None else np.full((tracker.n_points, 3), np.nan,
+                                                              np.float32))
+                statuses.append(status)
+            n += 1
+            since = time.perf_counter()
+            seconds["track"] += since - now
+    if tracker is not None:
+        tracker.close()
     if n == 0:
         tmpdir.cleanup()
         raise InputFileError(path, f"no frame after --start {start_s:g} s",
                              "Use a smaller --start.")
-    track = tracks_from_points(points, statuses, fps, config, tracker.multi_face_frames)
-    return Template(RawFrames(raw, n, (info.height, info.width, 3)), track, fps, tmpdir,
-                    seconds)
+    detections = None if tracker is None else Detections(
+        np.stack(points).astype(np.float32), np.array(statuses, np.uint8),
+        tracker.multi_face_frames, complete)
+    template = Template(RawFrames(raw, n, (info.height, info.width, 3)), NO_TRACK, fps,
+                        tmpdir, seconds)
+    return template, detections

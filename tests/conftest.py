@@ -111,3 +111,12 @@ def long_dataset(long_clip: tuple[Path, dict], tmp_path_factory: pytest.TempPath
     out = tmp_path_factory.mktemp("long") / "ds"
     prepare(long_clip[0], out, config=PrepareConfig(crops=CropConfig(mouth_px=96)))
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test run (and the commands it starts) caches in a folder of its own, never in
+    the user's ~/.cache/hygie-w2l."""
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["HYGIE_CACHE"] = str(folder)
+    return folder

@@ -1,0 +1,72 @@
+"""The template cache: a second render of a template reads its tracking instead of tracking
+again; a changed file (same name, new content) or changed settings are tracked again, and
+the render says why; `hygie-w2l cache list|clear`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hygie_w2l.cache import list_cache
+from hygie_w2l.generate import EngineConfig
+from hygie_w2l.render import RenderConfig, render
+from hygie_w2l.template import load_template
+from tests.conftest import make_variant, run_cli
+
+CPU = RenderConfig(blend="feather", engine=EngineConfig(device="cpu"))
+
+
+def _render(face: Path, audio: Path, ckpt: Path, out: Path) -> dict:
+    stats = out.with_suffix(".json")
+    render(face, audio, ckpt, out, CPU, stats)
+    return json.loads(stats.read_text())
+
+
+def test_a_second_render_reads_the_tracking_and_a_changed_file_is_tracked_again(
+        synth_clip, random_film_ckpt: Path, tmp_path: Path) -> None:
+    clip, _ = synth_clip
+    face = tmp_path / "face.mp4"
+    face.write_bytes(clip.read_bytes())
+    first = _render(face, clip, random_film_ckpt, tmp_path / "a.mp4")
+    second = _render(face, clip, random_film_ckpt, tmp_path / "b.mp4")
+    assert "tracked (not tracked before) and cached" in " ".join(first["notes"])
+    assert "read from the cache" in " ".join(second["notes"])
+    # what tracking cost the first time, the second render does not pay
+    assert first["stage_seconds"]["track"] > 0.5
+    assert second["stage_seconds"].get("track", 0.0) < 0.1 * first["stage_seconds"]["track"]
+    assert second["generated"] == first["generated"] > 50
+    # the same file name, new content: tracked again, and the render says why
+    make_variant(clip, face, lambda f, i: np.roll(f, 12, axis=1))
+    third = _render(face, clip, random_film_ckpt, tmp_path / "c.mp4")
+    assert "the file changed since it was tracked" in " ".join(third["notes"])
+    assert third["stage_seconds"]["track"] > 0.5
+
+
+def test_cached_tracking_equals_fresh_tracking(synth_clip) -> None:
+    """Fewer frames shown than were cached: the gap filling and smoothing are redone on
+    that prefix, so the track equals a fresh one of the same frames."""
+    clip, _ = synth_clip
+    full = load_template(clip, 25, use_cache=True)
+    full.close()
+    cached = load_template(clip, 25, max_frames=60, use_cache=True)
+    fresh = load_template(clip, 25, max_frames=60, use_cache=False)
+    try:
+        assert "read from the cache" in cached.cache_note and fresh.cache_note == ""
+        np.testing.assert_array_equal(cached.track.status, fresh.track.status)
+        np.testing.assert_allclose(cached.track.landmarks, fresh.track.landmarks)
+        np.testing.assert_allclose(cached.track.boxes, fresh.track.boxes, equal_nan=True)
+    finally:
+        cached.close()
+        fresh.close()
+
+
+def test_cache_list_and_clear(synth_clip, private_cache: Path) -> None:
+    load_template(synth_clip[0], 25).close()
+    assert any(e.kind == "templates" for e in list_cache())
+    listed = run_cli("cache", "list")
+    assert listed.returncode == 0 and "templates" in listed.stdout and "MB" in listed.stdout
+    cleared = run_cli("cache", "clear", "--kind", "templates")
+    assert cleared.returncode == 0 and "removed" in cleared.stdout
+    assert not [e for e in list_cache() if e.kind == "templates"]
