@@ -111,10 +111,14 @@ def _poisson(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray,
     if binary.sum() == 0:
         return frame
     x, y, w, h = cv2.boundingRect(binary)
-    centre = (origin[0] + x + w // 2, origin[1] + y + h // 2)
-    cloned = cv2.seamlessClone(patch, frame, binary, centre, cv2.NORMAL_CLONE)
-    # keep the feathered edge: blend the cloned result with the frame by the soft mask
+    # the Poisson solve reads the destination only around the mask: give it that region
+    # rather than the whole frame (a 4K frame is copied twice otherwise)
     x1, y1 = origin
     region = (slice(y1, y1 + mask.shape[0]), slice(x1, x1 + mask.shape[1]))
-    cloned[region] = _mix(cloned[region], frame[region], mask)
-    return cloned
+    under = np.ascontiguousarray(frame[region])
+    cloned = cv2.seamlessClone(patch, under, binary, (x + w // 2, y + h // 2),
+                               cv2.NORMAL_CLONE)
+    out = frame.copy()
+    # keep the feathered edge: blend the cloned result with the frame by the soft mask
+    out[region] = _mix(cloned, under, mask)
+    return out

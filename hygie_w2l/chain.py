@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import queue
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,6 +57,7 @@ class Frame:
     cut: Cut | None = None  # the generator's crop, its paste matrix and mask
     reference: Image | None = None  # the generator's reference crop (None: cut.crop)
     generated: Image | None = None  # the generator's output crop
+    edit: Callable[[Image], Image] | None = None  # a picture edit decided, not yet made
 
 
 @dataclasses.dataclass
@@ -93,10 +96,11 @@ class MouthStages:
 
 
 class Timer:
-    """Seconds each stage spent working (not waiting)."""
+    """Seconds each stage spent working (not waiting); stages may run in threads."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -104,7 +108,11 @@ class Timer:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - since
+            self.add(stage, time.perf_counter() - since)
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] += seconds
 
 
 class Stage(Protocol):
@@ -117,9 +125,35 @@ class Stage(Protocol):
         ...
 
 
-def run_chain(batches: Iterable[list[Frame]], stages: Sequence[Stage]
-              ) -> Iterator[list[Frame]]:
-    """Push each batch through the stages; yields the frames that come out of the last."""
+CHAIN_QUEUE_BYTES = 48 << 20
+"""Pictures waiting between two concurrent stages, at most (and one batch at least): two
+720p batches of 8, one 4K frame; memory grows little with the resolution
+(reader_batch says how a batch is sized)."""
+EDIT_WORKERS = 2  # EditStage's threads (render speed: scripts/bench_render.py)
+_POLL_S = 0.1  # how often a waiting thread looks whether the chain was stopped
+_JOIN_S = 10.0  # how long a stopped chain waits for a stage in the middle of a batch
+
+
+def reader_batch(frames_per_batch: int, frame_bytes: int) -> tuple[int, int]:
+    """(frames per reader batch, batches per queue) for pictures of ``frame_bytes``: the
+    generator's batch where CHAIN_QUEUE_BYTES holds two of them, smaller (down to one frame)
+    for large pictures, so that frames in flight cost about the same at 720p and 4K."""
+    per_batch = max(1, min(frames_per_batch, CHAIN_QUEUE_BYTES // (2 * max(frame_bytes, 1))))
+    return per_batch, max(1, min(2, CHAIN_QUEUE_BYTES // (per_batch * max(frame_bytes, 1))))
+
+
+def run_chain(batches: Iterable[list[Frame]], stages: Sequence[Stage],
+              parallel: bool = False, queued: int = 2) -> Iterator[list[Frame]]:
+    """Push each batch through the stages; yields the frames that come out of the last.
+
+    ``parallel``: the reader and every stage run in threads of their own, joined by
+    bounded queues, so the slowest stage sets the pace instead of the sum of all (OpenCV,
+    torch, ONNX Runtime and the ffmpeg pipes release the GIL), ``queued`` batches at most
+    between two of them. An error in any thread stops the others and is raised here; so is
+    Ctrl-C (the threads are stopped)."""
+    if parallel:
+        yield from _Concurrent(batches, stages, queued).run()
+        return
     for batch in batches:
         yield _through(batch, stages)
     for i, stage in enumerate(stages):  # drain: what stage i held goes on through the rest
@@ -130,6 +164,82 @@ def _through(frames: list[Frame], stages: Sequence[Stage]) -> list[Frame]:
     for stage in stages:
         frames = stage.push(frames)
     return frames
+
+
+class _End:
+    """Marks the end of the batches in a queue."""
+
+
+class _Concurrent:
+    """run_chain(parallel=True): one thread per stage (and the reader), bounded queues."""
+
+    def __init__(self, batches: Iterable[list[Frame]], stages: Sequence[Stage], queued: int
+                 ) -> None:
+        self.batches, self.stages = batches, stages
+        self.queues: list[queue.Queue[list[Frame] | _End]] = [
+            queue.Queue(maxsize=queued) for _ in range(len(stages) + 1)]
+        self.stop = threading.Event()
+        self.failures: list[BaseException] = []
+
+    def run(self) -> Iterator[list[Frame]]:
+        threads = [threading.Thread(target=self._read, name="chain-read", daemon=True)]
+        threads += [threading.Thread(target=self._work, args=(i,), daemon=True,
+                                     name=f"chain-{type(s).__name__}")
+                    for i, s in enumerate(self.stages)]
+        for t in threads:
+            t.start()
+        try:
+            while not isinstance(item := self._get(self.queues[-1]), _End):
+                yield item
+        finally:
+            self.stop.set()
+            deadline = time.monotonic() + _JOIN_S
+            for t in threads:
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self.failures:
+            raise self.failures[0]
+
+    def _put(self, q: queue.Queue[list[Frame] | _End], item: list[Frame] | _End) -> bool:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue[list[Frame] | _End]) -> list[Frame] | _End:
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+        return _End()
+
+    def _read(self) -> None:
+        try:
+            for batch in self.batches:
+                if not self._put(self.queues[0], batch):
+                    return
+            self._put(self.queues[0], _End())
+        except BaseException as e:  # raised again in the caller's thread
+            self._fail(e)
+
+    def _work(self, i: int) -> None:
+        stage, inbox, outbox = self.stages[i], self.queues[i], self.queues[i + 1]
+        try:
+            while not isinstance(item := self._get(inbox), _End):
+                if not self._put(outbox, stage.push(item)):
+                    return
+            if not self.stop.is_set():
+                self._put(outbox, stage.finish())
+                self._put(outbox, _End())
+        except BaseException as e:  # raised again in the caller's thread
+            self._fail(e)
+
+    def _fail(self, error: BaseException) -> None:
+        self.failures.append(error)
+        self.stop.set()
 
 
 # ------------------------------------------------------------------------ stages ----
@@ -214,6 +324,32 @@ class BlendStage:
 
     def finish(self) -> list[Frame]:
         return []
+
+
+class EditStage:
+    """Makes the edits earlier stages decided (Frame.edit: the lips path's composition),
+    several frames at once in a thread pool: the edits are independent of each other once
+    decided, and OpenCV releases the GIL while it warps and blends."""
+
+    def __init__(self, timer: Timer, name: str, workers: int = EDIT_WORKERS) -> None:
+        self.timer, self.name = timer, name
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edit")
+
+    def push(self, frames: list[Frame]) -> list[Frame]:
+        with self.timer(self.name):
+            for f, image in zip(frames, self.pool.map(self._edit, frames), strict=True):
+                f.image, f.edit = image, None
+        return frames
+
+    @staticmethod
+    def _edit(f: Frame) -> Image:
+        return f.image if f.edit is None else f.edit(f.image)
+
+    def finish(self) -> list[Frame]:
+        return []
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
 
 class EncodeStage:

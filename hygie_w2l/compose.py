@@ -22,7 +22,7 @@ from hygie_w2l.geometry import (
     polygon_mask,
     transform_points,
 )
-from hygie_w2l.landmarks import mouth_axes
+from hygie_w2l.landmarks import mesh_connections, mouth_axes
 from hygie_w2l.library import lip_points
 from hygie_w2l.types import Affine, Landmarks
 
@@ -30,6 +30,7 @@ Region = Literal["inner", "lips"]  # teeth and tongue only, or the whole mouth
 HD_DILATE = 0.02  # the blend mask's growth around its lip ring, in mouth widths
 HD_FEATHER = 0.04  # and its soft edge
 LIPS_DILATE = 0.06  # the lips path covers the lips' edges too
+MAP_STEP_PX = 2  # warp maps computed every 2nd pixel (piecewise_affine_map says why)
 JAW_MARGIN = 0.3  # the lower-face warp's region reaches this far around lips and jaw
 
 
@@ -41,34 +42,59 @@ def _border_points(patch_hw: tuple[int, int], inset: float = 1.0) -> np.ndarray:
                     np.float32)
 
 
-def piecewise_affine_map(src_pts: np.ndarray, dst_pts: np.ndarray, roi: tuple[int, int, int, int],
-                         fallback: Affine) -> tuple[np.ndarray, np.ndarray]:
+def piecewise_affine_map(src_pts: np.ndarray, dst_pts: np.ndarray,
+                         roi: tuple[int, int, int, int], fallback: Affine,
+                         step: int = MAP_STEP_PX) -> tuple[np.ndarray, np.ndarray]:
     """cv2.remap maps over ``roi`` (x1, y1, x2, y2 in destination pixels) that take each
     destination pixel inside the Delaunay triangulation of ``dst_pts`` to its source
-    position (affine per triangle); elsewhere the ``fallback`` (dst -> src) matrix."""
+    position (affine per triangle); elsewhere the ``fallback`` (dst -> src) matrix.
+
+    The maps are computed every ``step`` pixels and interpolated (bilinear) in between: a
+    piecewise-affine map is continuous, so this is exact inside the triangles and off by a
+    fraction of a pixel along their edges, for a quarter of the work at ``step`` 2."""
     from scipy.spatial import Delaunay
 
     x1, y1, x2, y2 = roi
-    local = dst_pts - (x1, y1)
-    tri = Delaunay(local, qhull_options="QJ").simplices
-    labels = np.zeros((y2 - y1, x2 - x1), np.int32)
-    mats = [fallback + np.array([[0, 0, fallback[0, 0] * x1 + fallback[0, 1] * y1],
-                                 [0, 0, fallback[1, 0] * x1 + fallback[1, 1] * y1]])]
-    for n, (a, b, c) in enumerate(tri, start=1):
-        d = local[[a, b, c]].astype(np.float64)
-        s = src_pts[[a, b, c]].astype(np.float64)
-        lhs = np.hstack([d, np.ones((3, 1))])
-        if abs(np.linalg.det(lhs)) < 1e-6:
-            mats.append(mats[0])
-        else:
-            mats.append(np.linalg.solve(lhs, s).T)
-        cv2.fillConvexPoly(labels, np.round(d).astype(np.int32), (n,))
-    mats_a = np.stack(mats).astype(np.float32)  # (T+1, 2, 3)
-    ys, xs = np.mgrid[0:y2 - y1, 0:x2 - x1].astype(np.float32)
-    m = mats_a[labels]
+    local = (dst_pts - (x1, y1)).astype(np.float64)
+    tri = Delaunay(local, qhull_options="QJ").simplices  # (T, 3)
+    outside = fallback + np.array([[0, 0, fallback[0, 0] * x1 + fallback[0, 1] * y1],
+                                   [0, 0, fallback[1, 0] * x1 + fallback[1, 1] * y1]])
+    mats = np.concatenate([outside[None], _triangle_affines(local[tri],
+                                                            src_pts[tri].astype(np.float64),
+                                                            outside)]).astype(np.float32)
+    h, w = y2 - y1, x2 - x1
+    hs, ws = -(-h // step), -(-w // step)  # the coarse grid: pixel centres step * i + c
+    centre = (step - 1) / 2
+    labels = np.zeros((hs, ws), np.int32)
+    corners = np.round((local[tri] - centre) / step * 16).astype(np.int32)  # 4 bits sub-px
+    for n, triangle in enumerate(corners, start=1):
+        cv2.fillConvexPoly(labels, triangle, (n,), shift=4)
+    ys, xs = np.mgrid[0:hs, 0:ws].astype(np.float32) * step + centre
+    m = mats[labels]
     map_x = m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2]
     map_y = m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2]
-    return map_x, map_y
+    if step > 1:  # back to every pixel (cv2.resize aligns pixel centres, as chosen above)
+        map_x = cv2.resize(map_x, (ws * step, hs * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
+        map_y = cv2.resize(map_y, (ws * step, hs * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    return np.ascontiguousarray(map_x), np.ascontiguousarray(map_y)
+
+
+def _triangle_affines(d: np.ndarray, s: np.ndarray, degenerate: Affine) -> np.ndarray:
+    """(T, 2, 3) affines taking each triangle's corners ``d`` (T, 3, 2) to ``s``; in closed
+    form: with edge vectors D = [d1 - d0, d2 - d0] and S likewise, A = S D^-1 and
+    t = s0 - A d0 (LAPACK's batched solve costs more in thread start-up than this whole
+    function). Flat triangles get ``degenerate``."""
+    de, se = d[:, 1:] - d[:, :1], s[:, 1:] - s[:, :1]  # (T, 2 edges, 2)
+    det = de[:, 0, 0] * de[:, 1, 1] - de[:, 1, 0] * de[:, 0, 1]
+    flat = np.abs(det) < 1e-6
+    det[flat] = 1.0
+    inv = np.stack([np.stack([de[:, 1, 1], -de[:, 1, 0]], -1),
+                    np.stack([-de[:, 0, 1], de[:, 0, 0]], -1)], 1) / det[:, None, None]
+    a = np.einsum("tek,tei->tki", se, inv)  # (T, 2, 2): row k of A
+    t = s[:, 0] - np.einsum("tki,ti->tk", a, d[:, 0])
+    out = np.concatenate([a, t[:, :, None]], axis=2)
+    out[flat] = degenerate
+    return out
 
 
 def compose(frame: np.ndarray, lips: np.ndarray, patch: np.ndarray, patch_points: np.ndarray,
@@ -121,9 +147,7 @@ def jaw_indices(n_points: int) -> list[int]:
     """The face outline's landmarks (MediaPipe's FACEMESH_FACE_OVAL; iBUG: the jaw 0..16)."""
     if n_points == 68:
         return list(range(17))
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
-
-    return sorted({i for edge in FACEMESH_FACE_OVAL for i in edge})
+    return sorted({i for edge in mesh_connections().FACEMESH_FACE_OVAL for i in edge})
 
 
 def move_jaw(landmarks: Landmarks, lips: np.ndarray, target: np.ndarray

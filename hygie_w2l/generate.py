@@ -35,6 +35,10 @@ EngineKind = Literal["torch", "onnx"]
 BATCH_CAP = {"cuda": 128, "mps": 32, "cpu": 8}
 MEMORY_SHARE = {"cuda": 0.5, "mps": 0.25, "cpu": 0.1}
 CALIBRATION_FRAMES = 32
+GENERATOR_THREADS = 0
+"""CPU threads of the generator inside a render, where blending, decoding and x264 run at
+the same time (README: render speed); 0: torch's and ONNX Runtime's own default (every
+core)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +47,7 @@ class EngineConfig:
     engine: EngineKind = "torch"
     int8: bool = False  # with the onnx engine: static 8-bit model calibrated on real inputs
     batch_size: int = 0  # 0: fitted to the device's free memory (auto_batch_size)
+    threads: int = 0  # CPU threads of the generator; 0: GENERATOR_THREADS (measured)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -107,6 +112,9 @@ class Engine:
         self.generator, self.source, self.int8 = generator, source, config.int8
         self.onnx = config.engine == "onnx"
         self.device = torch.device("cpu") if self.onnx else pick_device(config.device)
+        self.threads = config.threads or GENERATOR_THREADS
+        if self.threads and self.device.type == "cpu" and not self.onnx:
+            torch.set_num_threads(self.threads)
         self.model = fold_batchnorm(ckpt.model).to(self.device)
         self.session: Any = None
         self.note = ""  # what the engine did once (export reused, INT8 error), for the summary
@@ -150,6 +158,8 @@ class Engine:
         # Idle ONNX Runtime threads spin by default, stealing the cores that blending,
         # tracking and the encoder need while the generator waits for its next batch.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.threads:
+            options.intra_op_num_threads = self.threads
         self.session = self._ort.InferenceSession(str(path), options,
                                                   providers=["CPUExecutionProvider"])
         self.note = f"ONNX engine: {path}" + (" (cached)" if reused else " (exported)")

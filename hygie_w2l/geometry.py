@@ -31,7 +31,7 @@ import functools
 import cv2
 import numpy as np
 
-from hygie_w2l.landmarks import mouth_axes, outer_inner_rings
+from hygie_w2l.landmarks import mesh_connections, mouth_axes, outer_inner_rings
 from hygie_w2l.types import Affine, Landmarks
 
 FACE_CROP_PX = 96  # the official generator's input size
@@ -92,12 +92,9 @@ def mouth_box(landmarks: Landmarks) -> SquareBox:
 @functools.cache
 def eye_indices() -> tuple[list[int], list[int]]:
     """MediaPipe's eye rings (image-left eye first: the person's right eye)."""
-    from mediapipe.python.solutions.face_mesh_connections import (
-        FACEMESH_LEFT_EYE,
-        FACEMESH_RIGHT_EYE,
-    )
-    return (sorted({i for e in FACEMESH_RIGHT_EYE for i in e}),
-            sorted({i for e in FACEMESH_LEFT_EYE for i in e}))
+    mesh = mesh_connections()
+    return (sorted({i for e in mesh.FACEMESH_RIGHT_EYE for i in e}),
+            sorted({i for e in mesh.FACEMESH_LEFT_EYE for i in e}))
 
 
 def _eye_corners(landmarks: Landmarks) -> np.ndarray:
@@ -324,9 +321,8 @@ def polygon_mask(points: np.ndarray, size: tuple[int, int], dilate_px: int = 0,
     mask: np.ndarray = np.zeros((h, w), np.uint8)
     hull = cv2.convexHull(np.round(points).astype(np.int32))
     cv2.fillConvexPoly(mask, hull, (255,))
-    if dilate_px > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_px + 1, 2 * dilate_px + 1))
-        mask = cv2.dilate(mask, k)
+    if dilate_px > 0:  # a convex hull grown by a disc: its outline drawn that thick
+        cv2.polylines(mask, [hull], True, (255,), thickness=2 * dilate_px + 1)
     out: np.ndarray = mask.astype(np.float32) / 255.0
     if feather_px > 0:
         out = cv2.GaussianBlur(out, (0, 0), feather_px / 2.0)

@@ -10,6 +10,7 @@ blends the inner mouth (teeth, tongue; with ``lips`` the lips too) into the fram
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import deque
 from pathlib import Path
 from typing import Any, Literal
@@ -298,9 +299,10 @@ class LipsStage:
     """The lips path's one stage: each active frame's predicted lip shape (lips.py) is
     placed in the frame's eye-anchored mouth frame (crops "lips"), the library's nearest
     real mouths by shape (and context) go through the temporal pass, and the chosen one is
-    composed onto the predicted contour with the jaw following (compose.compose_lips).
-    Frames come out in order, ``lag`` frames later; silent frames keep their own mouth,
-    and voiced stretches fade in and out over LIPS_RAMP_FRAMES."""
+    composed onto the predicted contour with the jaw following (compose.compose_lips, as
+    Frame.edit: chain.EditStage makes it). Frames come out in order, ``lag`` frames later;
+    silent frames keep their own mouth, and voiced stretches fade in and out over
+    LIPS_RAMP_FRAMES."""
 
     def __init__(self, model: LipsModel, context: StageContext, k: int = 8, lag: int = 8
                  ) -> None:
@@ -381,12 +383,15 @@ class LipsStage:
         return out
 
     def _compose(self, w: _LipsWaiting) -> None:
+        """Decide the frame's composition; EditStage makes it (frames in parallel)."""
         f, (j, dist) = w.frame, w.choice  # type: ignore[misc]
         ramp = min(w.run + 1, LIPS_RAMP_FRAMES if w.to_end is None else w.to_end + 1,
                    LIPS_RAMP_FRAMES) / LIPS_RAMP_FRAMES
         assert f.landmarks is not None and w.target is not None
-        f.image = compose_lips(f.image, f.landmarks, w.target, self.library.patches[j],
-                               self.library.points[j], ramp, self.context.blend)
+        f.edit = functools.partial(compose_lips, landmarks=f.landmarks, target=w.target,
+                                   patch=self.library.patches[j],
+                                   patch_points=self.library.points[j], strength=ramp,
+                                   mode=self.context.blend)
         src = self.library.sources[j]
         self.records.append({"frame": f.k, "entry": j, "distance": round(dist, 4),
                              "source": [int(src[0]), int(src[1])]})

@@ -8,6 +8,9 @@ as the graph's connected components and ordered by walking each ring.
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -15,12 +18,27 @@ from hygie_w2l.types import Landmarks
 
 
 @functools.cache
+def mesh_connections() -> ModuleType:
+    """MediaPipe's ``face_mesh_connections`` (the mesh topology: lips, eyes, face oval),
+    read from the installed wheel without importing the mediapipe package, whose start-up
+    (TensorFlow Lite, protobuf: seconds) a render with cached tracking does not need."""
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("mediapipe is not installed: pip install mediapipe==0.10.21")
+    path = (Path(next(iter(spec.submodule_search_locations))) / "python" / "solutions"
+            / "face_mesh_connections.py")
+    source = importlib.util.spec_from_file_location("hygie_face_mesh_connections", path)
+    assert source is not None and source.loader is not None
+    module = importlib.util.module_from_spec(source)
+    source.loader.exec_module(module)
+    return module
+
+
+@functools.cache
 def lip_rings() -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The two lip contours as ordered index cycles: (ring_a, ring_b), not yet outer/inner."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
-
     neighbours: dict[int, list[int]] = {}
-    for a, b in FACEMESH_LIPS:
+    for a, b in mesh_connections().FACEMESH_LIPS:
         neighbours.setdefault(a, []).append(b)
         neighbours.setdefault(b, []).append(a)
     rings: list[tuple[int, ...]] = []

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import imageio_ffmpeg
 import numpy as np
@@ -24,7 +24,9 @@ from hygie_w2l.errors import FFmpegError, InputFileError, NoAudioStreamError, Ou
 from hygie_w2l.types import Image, Wave
 
 DEFAULT_CRF = 17  # x264 constant rate factor: visually lossless for talking heads
-DEFAULT_PRESET = "veryfast"
+X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                     "slower", "veryslow"]
+DEFAULT_PRESET: X264Preset = "veryfast"  # scripts/bench_x264.py: README "Encoder settings"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,19 +26,27 @@ from hygie_w2l import __version__
 from hygie_w2l.atomic import atomic_path, check_writable, not_an_input
 from hygie_w2l.audio import FPS, Samples, StreamedMel, frame_rms, n_video_frames
 from hygie_w2l.blend import BlendMode
-from hygie_w2l.chain import EncodeStage, Frame, Stage, StageContext, Timer, run_chain
+from hygie_w2l.chain import (
+    EncodeStage,
+    Frame,
+    Stage,
+    StageContext,
+    Timer,
+    reader_batch,
+    run_chain,
+)
 from hygie_w2l.crops import plan_crops
 from hygie_w2l.doctor import peak_memory_mb
 from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
 from hygie_w2l.generate import EngineConfig
 from hygie_w2l.generators import Generator, generator_for
 from hygie_w2l.hd import HDConfig, library_for
-from hygie_w2l.media import DEFAULT_CRF, AudioFile, VideoWriter, mux
+from hygie_w2l.media import DEFAULT_CRF, DEFAULT_PRESET, AudioFile, VideoWriter, X264Preset, mux
 from hygie_w2l.models.checkpoint import load_checkpoint
 from hygie_w2l.template import LoopMode, Template, load_template, template_index
 from hygie_w2l.types import GENERATOR_ARCHS
 
-STAGES = ("decode", "track", "crop", "generate", "blend", "hd", "lips", "encode")
+STAGES = ("decode", "track", "crop", "generate", "blend", "hd", "lips", "compose", "encode")
 SILENCE_HOLD_FRAMES = 3  # pauses shorter than this on each side keep the mouth moving
 
 
@@ -48,6 +56,7 @@ class RenderConfig:
     loop: LoopMode = "pingpong"
     start_s: float = 0.0
     crf: int = DEFAULT_CRF
+    preset: X264Preset = DEFAULT_PRESET  # x264 speed/size trade (README: encoder settings)
     engine: EngineConfig = EngineConfig()
     silence_db: float = -50.0  # frames quieter than this (dBFS RMS) keep the template mouth
     preview: bool = False
@@ -56,6 +65,7 @@ class RenderConfig:
     fps: float = FPS
     tracker: TrackerConfig = TrackerConfig()
     template_cache: bool = True  # read (and keep) the template's tracking in the cache
+    parallel: bool = True  # stages in threads of their own (chain.run_chain)
 
 
 def silence_gate(wav: np.ndarray | Samples, n_frames: int, fps: float, threshold_db: float,
@@ -90,13 +100,14 @@ class RenderSummary:
     notes: tuple[str, ...] = ()  # the template cache, several faces ...
 
     def table(self) -> str:
-        lines = [f"{'stage':10s}{'seconds':>10s}{'frames/s':>10s}"]
+        lines = [f"{'stage':10s}{'busy s':>10s}{'frames/s':>10s}{'of wall':>10s}"]
         for stage in STAGES:
             if stage not in self.stage_seconds:
                 continue
             s = self.stage_seconds.get(stage, 0.0)
-            lines.append(f"{stage:10s}{s:10.2f}{self.n_frames / max(s, 1e-9):10.1f}")
-        lines.append(f"{'total':10s}{self.total_s:10.2f}{self.n_frames / self.total_s:10.1f}")
+            lines.append(f"{stage:10s}{s:10.2f}{self.n_frames / max(s, 1e-9):10.1f}"
+                         f"{s / self.total_s:10.0%}")
+        lines.append(f"{'wall':10s}{self.total_s:10.2f}{self.n_frames / self.total_s:10.1f}")
         batch = f", batch {self.batch_size}" if self.batch_size else ""
         lines.append(f"peak memory {self.peak_memory_mb:.0f} MB{batch}; {self.arch}: "
                      f"{self.generated} frames "
@@ -122,6 +133,7 @@ class RenderSummary:
         d = dataclasses.asdict(self)
         d["out"], d["preview"] = str(self.out), str(self.preview) if self.preview else None
         d["frames_per_s"] = self.n_frames / self.total_s
+        d["busy_share"] = {k: v / self.total_s for k, v in self.stage_seconds.items()}
         return d
 
 
@@ -183,8 +195,6 @@ def _open(face: str | Path, audio: str | Path, config: RenderConfig, tmp: Path,
         voiced = silence_gate(speech, n_frames, config.fps, config.silence_db)
     template = load_template(face, config.fps, config.start_s, config.tracker,
                              max_frames=n_frames, use_cache=config.template_cache)
-    for stage, seconds in template.seconds.items():
-        timer.seconds[stage] += seconds
     if not template.track.valid.any():
         template.close()
         raise NoFaceError(f"{face}: no face found in the template. Give a video or photo "
@@ -197,9 +207,8 @@ def _frames(job: _Job, config: RenderConfig, batch_size: int) -> Iterator[list[F
     """The reader: template frames in output order, in batches, counted."""
     valid, batch = job.template.track.valid, []
     for k in range(job.n_frames):
-        with job.timer("decode"):
-            t = template_index(k, job.template.n_frames, config.loop)
-            image = np.asarray(job.template.frames[t])
+        t = template_index(k, job.template.n_frames, config.loop)
+        image = np.asarray(job.template.frames[t])  # the template's decoder times this
         active = bool(valid[t] and job.voiced[k])
         job.counts["generated" if active else "silent" if valid[t] else "no_face"] += 1
         batch.append(Frame(k, t, k, image, active, source=image,
@@ -215,12 +224,15 @@ def _encode(job: _Job, stages: list[Stage], config: RenderConfig, batch_size: in
             audio: str | Path, checkpoint: str | Path, out: Path) -> Path | None:
     """Run the chain into the encoder(s), then mux the speech in, atomically and tagged."""
     h, w = job.template.frames.shape[1], job.template.frames.shape[2]
-    writer = VideoWriter(job.tmp / "video.mp4", w, h, config.fps, crf=config.crf)
-    side = VideoWriter(job.tmp / "preview.mp4", 2 * w, h, config.fps, crf=config.crf) \
+    writer = VideoWriter(job.tmp / "video.mp4", w, h, config.fps, config.crf, config.preset)
+    side = VideoWriter(job.tmp / "preview.mp4", 2 * w, h, config.fps, config.crf,
+                       config.preset) \
         if config.preview else None
     bar = tqdm(total=job.n_frames, desc="render", unit="frame", disable=None)
-    for done in run_chain(_frames(job, config, batch_size),
-                          [*stages, EncodeStage(writer, side, job.timer)]):
+    per_batch, queued = reader_batch(batch_size, h * w * 3)
+    for done in run_chain(_frames(job, config, per_batch),
+                          [*stages, EncodeStage(writer, side, job.timer)], config.parallel,
+                          queued):
         bar.update(len(done))
     bar.close()
     with job.timer("encode"):
@@ -245,6 +257,8 @@ def _summarise(out: Path, job: _Job, started: float, preview: Path | None,
                stats: str | Path | None, info: dict[str, Any], generator: Generator
                ) -> RenderSummary:
     c = job.counts
+    for stage, seconds in job.template.seconds.items():  # decode (and track, when cold)
+        job.timer.add(stage, seconds)
     summary = RenderSummary(out, job.n_frames, job.n_frames / FPS, c["generated"],
                             c["no_face"], c["silent"], dict(job.timer.seconds),
                             time.perf_counter() - started, peak_memory_mb(), preview,

@@ -5,7 +5,9 @@ The video is decoded once, at the output frame rate and only as far as it will b
 into a raw uint8 file in a temporary folder (disk, not memory) and tracked on the way;
 frames are then read back by index, so a template shorter than the audio plays forwards
 then backwards (ping-pong: no jump cut) or loops (wrap), and memory stays bounded whatever
-the lengths.
+the lengths. When its tracking is in the cache (cache.py), nothing needs every frame before
+the render starts: the file is decoded by a thread of its own while the render runs, and
+reading a frame waits until it is there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Literal
@@ -63,21 +66,95 @@ class RawFrames:
         os.close(self._fd)
 
 
+LIVE_AHEAD_BYTES = 24 << 20  # what a live decoder may hold ahead of the reader (>= 1 frame)
+
+
+class LiveFrames:
+    """The frames of a template being decoded by a thread (_fill) while the render runs;
+    reading a frame waits until it is decoded. Frames that will be shown again (the audio
+    outlasts the template: ping-pong or wrap) also go to a raw file and are read back from
+    it; otherwise each is handed over in memory once, the decoder staying at most
+    LIVE_AHEAD_BYTES ahead (no file written: a render reads its frames in order)."""
+
+    def __init__(self, path: Path, n: int, shape: tuple[int, int, int], revisit: bool) -> None:
+        self.path, self.shape, self.revisit = path, (n, *shape), revisit
+        self.written = 0
+        self.error: BaseException | None = None  # what stopped the decoder
+        self._ahead: dict[int, np.ndarray] = {}
+        self._filling = True
+        self._changed = threading.Condition()
+        self._file = RawFrames(path, n, shape) if revisit else None
+        self._ahead_max = max(1, LIVE_AHEAD_BYTES // int(np.prod(shape)))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        with self._changed:
+            while not (t in self._ahead or t < self.written and self._file is not None
+                       or not self._filling):
+                for skipped in [k for k in self._ahead if k < t]:  # read in order: unneeded
+                    del self._ahead[skipped]
+                self._changed.notify_all()
+                self._changed.wait()
+            frame = self._ahead.pop(t, None)
+            self._changed.notify_all()
+        if frame is not None:
+            return frame
+        if self._file is not None and t < self.written:
+            return self._file[t]
+        if self.error is not None:
+            raise self.error
+        raise InputFileError(self.path, f"frame {t} cannot be read: its file holds "
+                             f"{self.written} frames where its cached tracking has {len(self)}"
+                             " (did it change during the render?)", "Render again.")
+
+    def put(self, t: int, frame: np.ndarray, stop: threading.Event) -> None:
+        """The decoder's side: frame ``t`` is decoded (and, to be revisited, written)."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self._ahead) < self._ahead_max
+                                   or stop.is_set(), timeout=None)
+            if not self.revisit:
+                self._ahead[t] = frame
+            self.written = t + 1
+            self._changed.notify_all()
+
+    def filled(self, error: BaseException | None = None) -> None:
+        with self._changed:
+            self._filling, self.error = False, error
+            self._changed.notify_all()
+
+    def wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 @dataclasses.dataclass
 class Template:
-    frames: RawFrames | np.ndarray  # (n, H, W, 3) uint8 BGR
+    frames: RawFrames | LiveFrames | np.ndarray  # (n, H, W, 3) uint8 BGR
     track: Track  # set once tracked (or read from the cache)
     fps: float
     tmpdir: tempfile.TemporaryDirectory | None = None
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # decode, track
     cache_note: str = ""  # whether its tracking came from the cache
+    decoder: tuple[threading.Thread, threading.Event] | None = None  # _decode_behind's
 
     @property
     def n_frames(self) -> int:
         return len(self.frames)
 
     def close(self) -> None:
-        if isinstance(self.frames, RawFrames):
+        if self.decoder is not None:
+            thread, stop = self.decoder
+            stop.set()
+            if isinstance(self.frames, LiveFrames):
+                self.frames.wake()
+            thread.join()
+        if isinstance(self.frames, RawFrames | LiveFrames):
             self.frames.close()
         if self.tmpdir is not None:
             self.tmpdir.cleanup()
@@ -104,17 +181,16 @@ def load_template(path: str | Path, fps: float, start_s: float = 0.0,
         n_max = min(n_max, max_frames)
     cache = TemplateCache(path, {"fps": fps, "start_s": start_s,
                                  "tracker": dataclasses.asdict(config)}) if use_cache else None
-    cached = cache.load(n_max) if cache is not None else None
-    template, detections = _decode(path, info, fps, start_s, n_max,
-                                   None if cached is not None else FaceTracker(config))
-    if cached is not None and cache is not None:
-        detections = dataclasses.replace(cached, points=cached.points[:template.n_frames],
-                                         status=cached.status[:template.n_frames])
+    detections = cache.load(n_max) if cache is not None else None
+    if detections is not None and cache is not None:
+        shown_again = max_frames is None or max_frames > len(detections)
+        template = _decode_behind(path, info, fps, start_s, len(detections), shown_again)
         template.cache_note = f"template tracking read from the cache ({cache.file.name})"
-    elif cache is not None and detections is not None:
-        template.cache_note = f"template tracked ({cache.why_not()}) and cached"
-        cache.save(detections)
-    assert detections is not None
+    else:
+        template, detections = _decode(path, info, fps, start_s, n_max, FaceTracker(config))
+        if cache is not None:
+            template.cache_note = f"template tracked ({cache.why_not()}) and cached"
+            cache.save(detections)
     template.track = tracks_from_points(list(detections.points), list(detections.status), fps,
                                         config, detections.multi_face_frames)
     return template
@@ -133,9 +209,9 @@ def _load_image(path: Path, fps: float, config: TrackerConfig) -> Template:
 
 
 def _decode(path: Path, info: MediaInfo, fps: float, start_s: float, n_max: int,
-            tracker: FaceTracker | None) -> tuple[Template, Detections | None]:
+            tracker: FaceTracker) -> tuple[Template, Detections]:
     """Up to ``n_max`` frames from ``start_s`` into a raw file (the Template, its track
-    still to be made) and, with a tracker, their face detections."""
+    still to be made) and their face detections."""
     tmpdir = tempfile.TemporaryDirectory(prefix="hygie-template-")
     raw = Path(tmpdir.name) / "frames.u8"
     points: list[np.ndarray] = []
@@ -150,23 +226,59 @@ def _decode(path: Path, info: MediaInfo, fps: float, start_s: float, n_max: int,
             store.write(frame.tobytes())
             now = time.perf_counter()
             seconds["decode"] += now - since
-            if tracker is not None:
-                p, status = tracker.step(frame)
-                points.append(p if p is not None else np.full((tracker.n_points, 3), np.nan,
-                                                              np.float32))
-                statuses.append(status)
+            p, status = tracker.step(frame)
+            points.append(p if p is not None else np.full((tracker.n_points, 3), np.nan,
+                                                          np.float32))
+            statuses.append(status)
             n += 1
             since = time.perf_counter()
             seconds["track"] += since - now
-    if tracker is not None:
-        tracker.close()
+    tracker.close()
     if n == 0:
         tmpdir.cleanup()
         raise InputFileError(path, f"no frame after --start {start_s:g} s",
                              "Use a smaller --start.")
-    detections = None if tracker is None else Detections(
-        np.stack(points).astype(np.float32), np.array(statuses, np.uint8),
-        tracker.multi_face_frames, complete)
+    detections = Detections(np.stack(points).astype(np.float32), np.array(statuses, np.uint8),
+                            tracker.multi_face_frames, complete)
     template = Template(RawFrames(raw, n, (info.height, info.width, 3)), NO_TRACK, fps,
                         tmpdir, seconds)
     return template, detections
+
+
+def _decode_behind(path: Path, info: MediaInfo, fps: float, start_s: float, n: int,
+                   shown_again: bool) -> Template:
+    """The template's ``n`` frames from ``start_s``, decoded by a thread while the caller
+    goes on (its tracking is known: cache.py); a frame read before it is decoded waits."""
+    tmpdir = tempfile.TemporaryDirectory(prefix="hygie-template-")
+    raw = Path(tmpdir.name) / "frames.u8"
+    raw.touch()
+    frames = LiveFrames(raw, n, (info.height, info.width, 3), shown_again)
+    template = Template(frames, NO_TRACK, fps, tmpdir, {"decode": 0.0})
+    stop = threading.Event()
+    thread = threading.Thread(target=_fill, args=(template, frames, path, info, start_s, stop),
+                              name="template-decode", daemon=True)
+    template.decoder = (thread, stop)
+    thread.start()
+    return template
+
+
+def _fill(template: Template, frames: LiveFrames, path: Path, info: MediaInfo, start_s: float,
+          stop: threading.Event) -> None:
+    error: BaseException | None = None
+    n, since = 0, time.perf_counter()
+    try:
+        with frames.path.open("wb") as store:
+            for frame in read_frames(path, fps=template.fps, start_s=start_s, info=info):
+                if stop.is_set() or n == len(frames):
+                    break
+                if frames.revisit:
+                    store.write(frame.tobytes())
+                    store.flush()
+                now = time.perf_counter()
+                template.seconds["decode"] += now - since
+                frames.put(n, frame, stop)  # waits while the reader is far behind
+                n += 1
+                since = time.perf_counter()
+    except BaseException as e:  # raised again by the read that waits for the next frame
+        error = e
+    frames.filled(error)

@@ -1,13 +1,29 @@
 #!/usr/bin/env python3
-"""Render speed on the 720p clip talk_selfie_24s.mp4 with its own audio: per-stage frames/s
-and peak memory, for the torch and ONNX engines (and static INT8 for Wav2Lip), Wav2Lip
-(official layout, random weights: speed does not depend on the values) and the FiLM U-Net.
-Each render runs in its own process so that peak memory is its own. The ONNX export (and
-INT8 calibration) happens once per checkpoint and is cached: a one-second render fills the
-cache first and its time is reported apart. Writes bench_out/render.json."""
+"""Render speed against the floor of any render: a plain transcode of the same frames.
+
+In one run, on one clip (default: the first 8 s of talk_selfie_24s.mp4, 720p, with its own
+audio), this times
+  * a plain transcode: ffmpeg decodes the clip's frames at 25 fps and x264 encodes them
+    (same length, CRF and preset as a render; no audio), the best of three;
+  * each generator/engine render, with a cold template cache (tracked) and then a warm
+    one (tracking read back), each in its own process so peak memory is its own:
+    the lips path (a lips run and its library: given, or built from the clip in seconds),
+    the FiLM U-Net (torch, ONNX) and Wav2Lip (torch, ONNX, ONNX INT8), the last two with
+    random weights (speed does not depend on the values). The ONNX export (and the INT8
+    calibration) happens once per checkpoint and is cached by a one-second render first.
+
+Every render's wall time is printed as a ratio to the plain transcode: "render" is the
+render's own time (from reading the inputs to the muxed file), "process" adds the start of
+Python and its imports. --clip-height 1080 / 2160 upscales the clip first (Lanczos) to
+measure 1080p and 4K. Writes bench_out/render[-HEIGHT].json.
+
+    python scripts/bench_render.py [--seconds 8] [--only lips,film-unet/torch]
+        [--lips-run RUN --index LIB] [--clip-height 2160] [--sequential]
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -15,74 +31,182 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from hygie_w2l.media import DEFAULT_CRF, DEFAULT_PRESET, ffmpeg_exe, run_ffmpeg
 from hygie_w2l.models.checkpoint import build_model, save_checkpoint, save_official_layout
+
+CLI = [sys.executable, "-m", "hygie_w2l.cli"]
+ENGINES = {"torch": [], "onnx": ["--engine", "onnx"], "onnx-int8": ["--engine", "onnx", "--int8"]}
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clip", type=Path)
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--clip-height", type=int, default=0, help="upscale the clip to this height")
+    p.add_argument("--only", default="", help="comma-separated: lips, film-unet/onnx, ...")
+    p.add_argument("--lips-run", type=Path, help="a lips run of the clip's person")
+    p.add_argument("--index", type=Path, help="the library of that person")
+    p.add_argument("--preset", default=DEFAULT_PRESET)
+    p.add_argument("--sequential", action="store_true", help="renders with --sequential")
+    p.add_argument("--extra", default="", help="more render flags, space-separated")
+    args = p.parse_args()
     data = Path(os.environ.get("HYGIE_TEST_DATA", "../shared/data"))
-    clip = data / "talk_selfie_24s.mp4"
+    clip = args.clip or data / "talk_selfie_24s.mp4"
     if not clip.exists():
-        print(f"skipped: {clip} not found (set HYGIE_TEST_DATA)")
+        print(f"skipped: {clip} not found (set HYGIE_TEST_DATA or give --clip)")
         return
-    frames = int(os.environ.get("BENCH_RENDER_SECONDS", "8")) * 25
-    results = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        speech = tmp / "speech.wav"
-        subprocess.run([sys.executable, "-m", "hygie_w2l.cli", "info", str(clip)], check=True,
-                       capture_output=True)
-        from hygie_w2l.media import run_ffmpeg
-
-        run_ffmpeg(["-v", "error", "-i", str(clip), "-t", str(frames / 25), "-vn", "-y",
-                    str(speech)], "cut the audio")
-        torch.manual_seed(0)
-        ckpts = {"wav2lip": save_official_layout(tmp / "w.pth", build_model("wav2lip")),
-                 "film-unet": save_checkpoint(tmp / "f.pt", build_model("film_unet"),
-                                              "film_unet")}
-        run_ffmpeg(["-v", "error", "-i", str(speech), "-t", "1", "-y", str(tmp / "1s.wav")],
-                   "cut the audio")
-        env = {**os.environ, "HYGIE_CACHE": str(tmp / "cache")}
-        engines = {"torch": [], "onnx": ["--engine", "onnx"],
-                   "onnx-int8": ["--engine", "onnx", "--int8"]}
-        for arch, ckpt in ckpts.items():
-            for engine, flags in engines.items():
-                if engine == "onnx-int8" and arch != "wav2lip":
-                    continue  # INT8 is for Wav2Lip (export.py says why)
-
-                def render(audio: Path, stats: Path, flags: list[str] = flags,
-                           ckpt: Path = ckpt) -> subprocess.CompletedProcess[str]:
-                    return subprocess.run(
-                        [sys.executable, "-m", "hygie_w2l.cli", "render", "--face", str(clip),
-                         "--audio", str(audio), "--checkpoint", str(ckpt), "--out",
-                         str(tmp / "out.mp4"), "--stats", str(stats), *flags],
-                        capture_output=True, text=True, env=env)
-
-                warm = None
-                if engine != "torch":
-                    started = time.perf_counter()
-                    render(tmp / "1s.wav", tmp / "warm.json")
-                    warm = time.perf_counter() - started
-                stats = tmp / f"{arch}-{engine}.json"
-                run = render(speech, stats)
-                if run.returncode != 0:
-                    print(f"{arch} {engine}: failed\n{run.stderr[-1500:]}")
-                    continue
-                s = json.loads(stats.read_text())
-                results.append({"arch": arch, "engine": engine, "first_render_1s_s": warm, **s})
-                if warm is not None:
-                    print(f"{arch:9s} {engine}: export (+ calibration) and a 1-s render "
-                          f"took {warm:.1f} s once")
-                per = ", ".join(f"{k} {s['n_frames'] / max(v, 1e-9):.0f}"
-                                for k, v in s["stage_seconds"].items())
-                print(f"{arch:9s} {engine:9s} end-to-end {s['frames_per_s']:.1f} frames/s, "
-                      f"peak {s['peak_memory_mb']:.0f} MB; per stage frames/s: {per}",
-                      flush=True)
-    out = Path("bench_out/render.json")
+        bench = Bench(tmp, args)
+        clip = bench.template(clip)
+        speech = bench.speech(clip)
+        floor = bench.transcode(clip)
+        piped = bench.piped(clip)
+        print(f"{clip.name}: plain transcode of {bench.n_frames} frames (x264 {args.preset}, "
+              f"CRF {DEFAULT_CRF}): {floor:.2f} s, {bench.n_frames / floor:.0f} frames/s; "
+              f"the same through our pipes (decoded to BGR in Python, piped to our writer): "
+              f"{piped:.2f} s ({piped / floor:.2f}x)", flush=True)
+        results: list[dict[str, Any]] = [{"name": "plain transcode", "wall_s": floor},
+                                         {"name": "through our pipes", "wall_s": piped}]
+        for name, ckpt, flags in bench.configurations(clip):
+            results += bench.measure(name, clip, speech, ckpt, flags, floor)
+    suffix = f"-{args.clip_height}" if args.clip_height else ""
+    out = Path(f"bench_out/render{suffix}.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+
+
+class Bench:
+    def __init__(self, tmp: Path, args: argparse.Namespace) -> None:
+        self.tmp, self.args = tmp, args
+        self.n_frames = round(args.seconds * 25)
+        self.env = {**os.environ, "HYGIE_CACHE": str(tmp / "cache")}
+        self.only = {s for s in args.only.split(",") if s}
+
+    def template(self, clip: Path) -> Path:
+        """The clip, upscaled to --clip-height when asked."""
+        if not self.args.clip_height:
+            return clip
+        out = self.tmp / f"{clip.stem}_{self.args.clip_height}p.mp4"
+        run_ffmpeg(["-v", "error", "-i", str(clip), "-t", f"{self.args.seconds + 1:g}",
+                    "-vf", f"scale=-2:{self.args.clip_height}:flags=lanczos", "-c:v", "libx264",
+                    "-preset", "veryfast", "-crf", "17", "-c:a", "copy", "-y", str(out)],
+                   "upscale the clip")
+        return out
+
+    def speech(self, clip: Path) -> Path:
+        out = self.tmp / "speech.wav"
+        run_ffmpeg(["-v", "error", "-i", str(clip), "-t", f"{self.args.seconds:g}", "-vn", "-y",
+                    str(out)], "cut the audio")
+        run_ffmpeg(["-v", "error", "-i", str(out), "-t", "1", "-y", str(self.tmp / "1s.wav")],
+                   "cut the audio")
+        return out
+
+    def transcode(self, clip: Path) -> float:
+        """The best of three plain transcodes of the frames a render shows."""
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            subprocess.run([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(clip),
+                            "-frames:v", str(self.n_frames), "-vf", "fps=25", "-an",
+                            "-c:v", "libx264", "-preset", self.args.preset,
+                            "-crf", str(DEFAULT_CRF), "-pix_fmt", "yuv420p", "-y",
+                            str(self.tmp / "plain.mp4")], check=True)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    def piped(self, clip: Path) -> float:
+        """The floor of anything that edits frames in Python: our reader to our writer."""
+        from hygie_w2l.media import VideoWriter, probe, read_frames
+
+        info = probe(clip)
+        started = time.perf_counter()
+        writer = VideoWriter(self.tmp / "piped.mp4", info.width, info.height, 25.0,
+                             DEFAULT_CRF, self.args.preset)
+        for n, frame in enumerate(read_frames(clip, fps=25.0, info=info)):
+            if n == self.n_frames:
+                break
+            writer.write(frame)
+        writer.close()
+        return time.perf_counter() - started
+
+    def configurations(self, clip: Path) -> list[tuple[str, Path, list[str]]]:
+        out = []
+        if self._wanted("lips"):
+            run, index = self._lips(clip)
+            out.append(("lips", run, ["--index", str(index)]))
+        torch.manual_seed(0)
+        ckpts = {"film-unet": lambda: save_checkpoint(self.tmp / "f.pt",
+                                                      build_model("film_unet"), "film_unet"),
+                 "wav2lip": lambda: save_official_layout(self.tmp / "w.pth",
+                                                         build_model("wav2lip"))}
+        for arch, make in ckpts.items():
+            wanted = [e for e in ENGINES if self._wanted(f"{arch}/{e}")
+                      and not (e == "onnx-int8" and arch != "wav2lip")]  # export.py: why
+            if wanted:
+                ckpt = make()
+                out += [(f"{arch}/{e}", ckpt, ENGINES[e]) for e in wanted]
+        return out
+
+    def _wanted(self, name: str) -> bool:
+        return not self.only or name in self.only or name.split("/")[0] in self.only
+
+    def _lips(self, clip: Path) -> tuple[Path, Path]:
+        """The lips run and library of the clip's person: given, or built from the clip."""
+        if self.args.lips_run and self.args.index:
+            return self.args.lips_run, self.args.index
+        started = time.perf_counter()
+        ds, run, index = self.tmp / "ds", self.tmp / "lips", self.tmp / "index"
+        for cmd in (["prepare", str(clip), "--out", str(ds)],
+                    ["index", str(ds), "--out", str(index)],
+                    ["train", str(ds), "--arch", "lips", "--out", str(run)]):
+            subprocess.run([*CLI, *cmd], check=True, capture_output=True, env=self.env)
+        print(f"lips run and library built from the clip in "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+        return run, index
+
+    def render(self, clip: Path, audio: Path, ckpt: Path, flags: list[str], stats: Path
+               ) -> tuple[subprocess.CompletedProcess[str], float]:
+        extra = [*flags, *self.args.extra.split(), "--x264-preset", self.args.preset]
+        if self.args.sequential:
+            extra.append("--sequential")
+        started = time.perf_counter()
+        run = subprocess.run([*CLI, "render", "--face", str(clip), "--audio", str(audio),
+                              "--checkpoint", str(ckpt), "--out", str(self.tmp / "out.mp4"),
+                              "--stats", str(stats), *extra],
+                             capture_output=True, text=True, env=self.env)
+        return run, time.perf_counter() - started
+
+    def measure(self, name: str, clip: Path, speech: Path, ckpt: Path, flags: list[str],
+                floor: float) -> list[dict[str, Any]]:
+        if "--engine" in flags:  # export (and calibration) once, cached
+            run, seconds = self.render(clip, self.tmp / "1s.wav", ckpt, flags,
+                                       self.tmp / "warm.json")
+            print(f"{name}: export and a 1-s render took {seconds:.1f} s once", flush=True)
+        subprocess.run([*CLI, "cache", "clear", "--kind", "templates"], check=True,
+                       capture_output=True, env=self.env)
+        rows = []
+        for cache in ("cold", "warm"):
+            stats = self.tmp / f"{name.replace('/', '-')}-{cache}.json"
+            run, process_s = self.render(clip, speech, ckpt, flags, stats)
+            if run.returncode != 0:
+                print(f"{name} ({cache} cache): failed\n{run.stderr[-1500:]}", flush=True)
+                break
+            s = json.loads(stats.read_text())
+            busy = ", ".join(f"{k} {v:.0%}" for k, v in s["busy_share"].items())
+            print(f"{name:18s} {cache} cache: render {s['total_s']:5.2f} s "
+                  f"({s['total_s'] / floor:4.2f}x transcode, {s['frames_per_s']:5.1f} frames/s),"
+                  f" process {process_s:5.2f} s ({process_s / floor:4.2f}x), peak "
+                  f"{s['peak_memory_mb']:.0f} MB; busy: {busy}", flush=True)
+            rows.append({"name": name, "cache": cache, "process_s": process_s,
+                         "ratio": s["total_s"] / floor, "process_ratio": process_s / floor,
+                         **s})
+        return rows
 
 
 if __name__ == "__main__":

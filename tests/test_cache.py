@@ -5,9 +5,12 @@ the render says why; `hygie-w2l cache list|clear`."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hygie_w2l.cache import list_cache
 from hygie_w2l.generate import EngineConfig
@@ -25,7 +28,9 @@ def _render(face: Path, audio: Path, ckpt: Path, out: Path) -> dict:
 
 
 def test_a_second_render_reads_the_tracking_and_a_changed_file_is_tracked_again(
-        synth_clip, random_film_ckpt: Path, tmp_path: Path) -> None:
+        synth_clip, random_film_ckpt: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYGIE_CACHE", str(tmp_path / "cache"))  # not tracked by other tests
     clip, _ = synth_clip
     face = tmp_path / "face.mp4"
     face.write_bytes(clip.read_bytes())
@@ -57,8 +62,23 @@ def test_cached_tracking_equals_fresh_tracking(synth_clip) -> None:
         np.testing.assert_array_equal(cached.track.status, fresh.track.status)
         np.testing.assert_allclose(cached.track.landmarks, fresh.track.landmarks)
         np.testing.assert_allclose(cached.track.boxes, fresh.track.boxes, equal_nan=True)
+        # the cached template is decoded by a thread while the render goes on, its frames
+        # handed over in memory (all 60 are shown once): they are the fresh ones
+        assert cached.n_frames == fresh.n_frames == 60
+        for t in (0, 1, 30, 59):
+            np.testing.assert_array_equal(cached.frames[t], fresh.frames[t])
     finally:
         cached.close()
+        fresh.close()
+    # shown more often than it has frames (ping-pong): read back from its file, any order
+    again = load_template(clip, 25, max_frames=200, use_cache=True)
+    fresh = load_template(clip, 25, max_frames=200, use_cache=False)
+    try:
+        assert "read from the cache" in again.cache_note
+        for t in (fresh.n_frames - 1, 0, 40, 40, 3):
+            np.testing.assert_array_equal(again.frames[t], fresh.frames[t])
+    finally:
+        again.close()
         fresh.close()
 
 
@@ -70,3 +90,15 @@ def test_cache_list_and_clear(synth_clip, private_cache: Path) -> None:
     cleared = run_cli("cache", "clear", "--kind", "templates")
     assert cleared.returncode == 0 and "removed" in cleared.stdout
     assert not [e for e in list_cache() if e.kind == "templates"]
+
+
+def test_a_template_with_cached_tracking_loads_without_mediapipe(synth_clip) -> None:
+    """MediaPipe's start-up costs seconds; a render whose tracking is cached skips it."""
+    code = ("import sys; from hygie_w2l.template import load_template; "
+            "t = load_template(sys.argv[1], 25); n = t.n_frames; t.frames[n - 1]; t.close(); "
+            "print(t.cache_note, '|', 'mediapipe' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", code, str(synth_clip[0])], text=True,
+                           capture_output=True, timeout=300) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[1].stderr[-2000:]
+    assert "| True" in runs[0].stdout or "read from the cache" in runs[0].stdout
+    assert "read from the cache" in runs[1].stdout and runs[1].stdout.strip().endswith("| False")

@@ -46,3 +46,13 @@ def test_68_point_layout_is_supported() -> None:
     outer, inner = landmarks.outer_inner_rings(pts)
     assert len(outer) == 12 and len(inner) == 8
     assert landmarks.mouth_opening(pts) == pytest.approx(16 / 80, rel=0.05)
+
+
+def test_mesh_topology_is_mediapipe_s_own_read_without_importing_it() -> None:
+    from mediapipe.python.solutions import face_mesh_connections as mp_mesh
+
+    from hygie_w2l.landmarks import mesh_connections
+
+    for name in ("FACEMESH_LIPS", "FACEMESH_LEFT_EYE", "FACEMESH_RIGHT_EYE",
+                 "FACEMESH_FACE_OVAL"):
+        assert getattr(mesh_connections(), name) == getattr(mp_mesh, name)

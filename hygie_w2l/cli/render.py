@@ -19,11 +19,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
     hd = HDConfig(strength=args.hd_strength, lips=args.hd_lips, query=args.hd_query) \
         if args.hd_retrieval else None
     engine = EngineConfig(device=args.device, engine=args.engine, int8=args.int8,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, threads=args.threads)
     config = RenderConfig(blend=args.blend, loop=args.loop, start_s=args.start, crf=args.crf,
-                          engine=engine, silence_db=args.silence_db, preview=args.preview,
-                          hd=hd, index=args.index,
-                          tracker=TrackerConfig(face_index=args.face_index))
+                          preset=args.x264_preset, engine=engine, silence_db=args.silence_db,
+                          preview=args.preview, hd=hd, index=args.index,
+                          tracker=TrackerConfig(face_index=args.face_index),
+                          template_cache=not args.no_cache, parallel=not args.sequential)
     summary = render(args.face, args.audio, args.checkpoint, args.out, config, args.stats)
     print(summary.table())
     print(f"wrote {summary.out}" + (f" and {summary.preview}" if summary.preview else ""))
@@ -34,6 +35,7 @@ def add_render(p: argparse.ArgumentParser) -> None:
     from hygie_w2l.blend import BlendMode
     from hygie_w2l.generate import EngineConfig, EngineKind
     from hygie_w2l.hd import HDConfig, HDQuery
+    from hygie_w2l.media import X264Preset
     from hygie_w2l.render import RenderConfig
     from hygie_w2l.template import LoopMode
 
@@ -51,6 +53,9 @@ def add_render(p: argparse.ArgumentParser) -> None:
                    help="offset into the template (s)")
     p.add_argument("--crf", type=int_in(0, 51), default=default(RenderConfig, "crf"),
                    help="x264 quality (lower is better)")
+    p.add_argument("--x264-preset", choices=get_args(X264Preset),
+                   default=default(RenderConfig, "preset"),
+                   help="x264 speed against file size (README: encoder settings)")
     p.add_argument("--device", choices=DEVICES, default=default(EngineConfig, "device"))
     p.add_argument("--engine", choices=get_args(EngineKind),
                    default=default(EngineConfig, "engine"))
@@ -61,6 +66,9 @@ def add_render(p: argparse.ArgumentParser) -> None:
                    default=default(EngineConfig, "batch_size"),
                    help="frames per generator call; 0 (default): fitted to the device's free "
                         "memory, halved automatically if the GPU runs out")
+    p.add_argument("--threads", type=int_at_least(0), default=default(EngineConfig, "threads"),
+                   help="CPU threads of the generator; 0 (default): measured choice "
+                        "(README: render speed)")
     p.add_argument("--silence-db", type=float_in(-200.0, 0.0),
                    default=default(RenderConfig, "silence_db"),
                    help="quieter frames keep the template's mouth (dBFS)")
@@ -75,5 +83,10 @@ def add_render(p: argparse.ArgumentParser) -> None:
                    help="what finds the library's mouths (README: HD retrieval)")
     p.add_argument("--hd-lips", action="store_true",
                    help="replace the lips too, not only teeth and tongue")
-    p.add_argument("--stats", type=Path, help="write per-stage timings as JSON")
+    p.add_argument("--stats", type=Path,
+                   help="write per-stage timings (busy seconds, share of wall time) as JSON")
+    p.add_argument("--no-cache", action="store_true",
+                   help="track the template again instead of reading its cached tracking")
+    p.add_argument("--sequential", action="store_true",
+                   help="run the stages one after the other (to measure the parallel chain)")
     p.set_defaults(handler=_cmd_render)

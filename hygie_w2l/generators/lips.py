@@ -9,7 +9,7 @@ from typing import Any, Self
 
 from torch import nn
 
-from hygie_w2l.chain import MouthStages, StageContext
+from hygie_w2l.chain import EditStage, MouthStages, StageContext
 from hygie_w2l.errors import HygieError
 from hygie_w2l.generators.base import Generator
 from hygie_w2l.lips import LipsConfig, LipsModel
@@ -45,8 +45,9 @@ class LipsGenerator(Generator):
         model = context.checkpoint.model
         assert isinstance(model, LipsModel)
         stage = LipsStage(model, context)
-        return MouthStages([stage], LIPS_BATCH_FRAMES, lambda: {"hd": stage.summary(),
+        edit = EditStage(context.timer, "compose")
+        return MouthStages([stage, edit], LIPS_BATCH_FRAMES, lambda: {"hd": stage.summary(),
                                                                 "warning": stage.warning()},
-                           [stage.close])
+                           [stage.close, edit.close])
 
 LIPS_BATCH_FRAMES = 25  # frames per reader batch (a second): no network to feed

@@ -1,0 +1,112 @@
+"""The render chain run concurrently: the same frames come out, in order, as when the stages
+run one after the other; an error in any stage thread reaches the caller and stops the
+others; a render is the same video either way."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hygie_w2l.chain import Frame, run_chain
+from hygie_w2l.generate import EngineConfig
+from hygie_w2l.media import read_frames
+from hygie_w2l.render import RenderConfig, render
+
+
+def _frames(n: int, batch: int) -> list[list[Frame]]:
+    frames = [Frame(k, k, k, np.full((2, 2, 3), k % 256, np.uint8), True) for k in range(n)]
+    return [frames[i:i + batch] for i in range(0, n, batch)]
+
+
+class AddOne:
+    """Edits each frame's picture, as a blend stage does."""
+
+    def push(self, frames: list[Frame]) -> list[Frame]:
+        for f in frames:
+            f.image = f.image + 1
+        time.sleep(0.001)
+        return frames
+
+    def finish(self) -> list[Frame]:
+        return []
+
+
+class HoldBack:
+    """Returns frames ``lag`` frames late, as the HD stage's look-ahead does."""
+
+    def __init__(self, lag: int) -> None:
+        self.lag, self.held = lag, []
+
+    def push(self, frames: list[Frame]) -> list[Frame]:
+        self.held += frames
+        out, self.held = self.held[:-self.lag], self.held[-self.lag:]
+        return out
+
+    def finish(self) -> list[Frame]:
+        out, self.held = self.held, []
+        return out
+
+
+class Fails:
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def push(self, frames: list[Frame]) -> list[Frame]:
+        if any(f.k >= self.at for f in frames):
+            raise ValueError(f"broken at frame {self.at}")
+        return frames
+
+    def finish(self) -> list[Frame]:
+        return []
+
+
+def _run(parallel: bool) -> list[tuple[int, int]]:
+    stages = [AddOne(), HoldBack(5), AddOne(), HoldBack(3)]
+    return [(f.k, int(f.image[0, 0, 0])) for done in run_chain(_frames(103, 8), stages,
+                                                                 parallel) for f in done]
+
+
+def test_parallel_chain_gives_the_frames_of_the_sequential_one_in_order() -> None:
+    sequential, parallel = _run(False), _run(True)
+    assert [k for k, _ in sequential] == list(range(103))
+    assert parallel == sequential
+    assert all(v == (k + 2) % 256 for k, v in parallel)
+
+
+def test_an_error_in_a_stage_thread_reaches_the_caller_and_stops_the_chain() -> None:
+    before = threading.active_count()
+    seen = []
+    with pytest.raises(ValueError, match="broken at frame 40"):
+        for done in run_chain(_frames(200, 8), [AddOne(), Fails(40), AddOne()], True):
+            seen += [f.k for f in done]
+    assert seen == list(range(len(seen))) and len(seen) < 48
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before  # no stage thread left running
+
+
+def test_a_caller_that_stops_early_stops_the_threads() -> None:
+    before = threading.active_count()
+    chain = run_chain(_frames(400, 4), [AddOne(), AddOne()], True)
+    next(chain)
+    chain.close()
+    assert threading.active_count() == before
+
+
+def test_parallel_and_sequential_renders_are_the_same_video(synth_clip, random_film_ckpt: Path,
+                                                            tmp_path: Path) -> None:
+    clip, _ = synth_clip
+    config = RenderConfig(blend="feather", engine=EngineConfig(device="cpu"))
+    outs = {}
+    for parallel in (False, True):
+        out = tmp_path / f"parallel_{parallel}.mp4"
+        render(clip, clip, random_film_ckpt, out, dataclasses.replace(config, parallel=parallel))
+        outs[parallel] = np.stack(list(read_frames(out)))
+    assert outs[True].shape == outs[False].shape and len(outs[True]) > 90
+    np.testing.assert_array_equal(outs[True], outs[False])
