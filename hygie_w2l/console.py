@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 NOISE = re.compile(rb"^(?:[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\]|"
                    rb"INFO: Created TensorFlow Lite|"
@@ -44,17 +45,35 @@ def filtered_stderr(enabled: bool = True) -> Iterator[None]:
         yield
         return
     sys.stderr.flush()
+    stream = sys.stderr
     real = os.dup(2)
     read_fd, write_fd = os.pipe()
     os.dup2(write_fd, 2)
     os.close(write_fd)
     thread = threading.Thread(target=_forward, args=(read_fd, real), daemon=True)
     thread.start()
+    # descriptor 2 is a pipe now: progress bars (tqdm asks isatty()) must still draw when
+    # the real stderr is a terminal
+    sys.stderr = _Terminal(stream, os.isatty(real))  # type: ignore[assignment]
     try:
         yield
     finally:
-        sys.stderr.flush()
+        stream.flush()
+        sys.stderr = stream
         os.dup2(real, 2)  # closes the pipe's last write end: the thread sees the end
         thread.join(timeout=5)
         os.close(read_fd)
         os.close(real)
+
+
+class _Terminal:
+    """sys.stderr as it was, but saying whether the real stderr is a terminal."""
+
+    def __init__(self, stream: object, tty: bool) -> None:
+        self._stream, self._tty = stream, tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

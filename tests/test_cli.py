@@ -49,3 +49,36 @@ def test_peak_memory_is_the_command_s_own_not_its_parent_s() -> None:
     own, maxrss = map(float, run.stdout.split())
     assert ballast.sum() > 0 and 5 < own < 300, own
     print(f"child peak {own:.0f} MB; its ru_maxrss says {maxrss:.0f} MB")
+
+
+def test_progress_bars_draw_on_a_terminal_through_the_stderr_filter(
+        synth_clip, random_film_ckpt: Path, tmp_path: Path) -> None:
+    """stderr goes through a pipe that drops MediaPipe's logging; on a terminal the progress
+    bars must still draw (they ask stderr whether it is a terminal)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    clip, _ = synth_clip
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "hygie_w2l.cli", "render", "--face",
+                             str(clip), "--audio", str(clip), "--checkpoint",
+                             str(random_film_ckpt), "--blend", "feather", "--out",
+                             str(tmp_path / "out.mp4")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the command closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(timeout=300) == 0, seen[-2000:]
+    text = seen.decode(errors="replace")
+    assert "render:" in text and "100%|" in text, text[-2000:]
+    assert "TensorFlow Lite" not in text and "W0000" not in text
