@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo download-weights lint typecheck bench clean
+.PHONY: install install-ui ui test demo download-weights lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,19 @@ $(STAMP): pyproject.toml Makefile
 	$(UV_INSTALL) --no-deps --reinstall "opencv-python-headless>=4.9,<4.12"
 	$(PY) -c "import cv2, mediapipe, torch, faiss, scipy; cv2.seamlessClone"
 	touch $(STAMP)
+
+# The web page's extra (Gradio, and Selenium for its browser test), added to .venv without
+# re-resolving the rest (numpy stays < 2 for mediapipe; OpenCV is left as installed).
+UI_STAMP := $(VENV)/.installed-ui
+$(UI_STAMP): $(STAMP)
+	$(UV_INSTALL) "gradio>=6,<7" "selenium>=4.20,<5" "numpy<2"
+	$(PY) -c "import gradio, selenium, cv2, mediapipe; cv2.seamlessClone"
+	touch $(UI_STAMP)
+
+install-ui: $(UI_STAMP)
+
+ui: $(UI_STAMP)
+	$(VENV)/bin/hygie-w2l ui
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

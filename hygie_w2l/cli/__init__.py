@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "render": ("make a template video (or photo) speak new audio", render.add_render),
     "eval": ("score a generator on a dataset's held-out split", person.add_eval),
     "cache": ("show or clear the cache (ONNX exports, template tracking)", tools.add_cache),
+    "ui": ("a local web page for the whole journey (needs the [ui] extra)", tools.add_ui),
 }
 """Each command's one-line help and the function that adds its flags (imports of the
 heavy modules happen there, only for the command being run, so the CLI starts fast)."""

@@ -193,3 +193,24 @@ def add_cache(p: argparse.ArgumentParser) -> None:
                    help="list: what is kept and its size; clear: remove it")
     p.add_argument("--kind", choices=KINDS, help="only ONNX exports or template tracking")
     p.set_defaults(handler=_cmd_cache)
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise HygieError("the web page needs the optional extra: pip install "
+                         "'hygie-w2l[ui]' (or `make ui`, which installs it).") from None
+    from hygie_w2l.ui.page import serve
+
+    serve(args.home, args.host, args.port)
+    return 0
+
+
+def add_ui(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int_in(1, 65535), default=7860)
+    p.add_argument("--home", type=Path, default=Path("hygie-ui"),
+                   help="workspace: people, renders and jobs (default ./hygie-ui)")
+    p.set_defaults(handler=_cmd_ui)
