@@ -13,7 +13,7 @@ import dataclasses
 import functools
 from collections import deque
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -43,6 +43,43 @@ class _Waiting:
     frame: Frame
     landmarks: Landmarks | None  # the generated mouth's landmarks (None: passed through)
     choice: tuple[int, float] | None = None  # (library entry, distance)
+
+    @property
+    def wanted(self) -> bool:
+        return self.landmarks is not None
+
+
+class _Held(Protocol):
+    choice: tuple[int, float] | None
+
+    @property
+    def wanted(self) -> bool: ...
+
+
+H = TypeVar("H", bound=_Held)
+
+
+class _Holding(Generic[H]):
+    """Frames held in order while the temporal pass decides: ``assign`` gives its choices to
+    the waiting frames that want a mouth, ``ready`` lets out the leading frames that are
+    decided or want none (the HD stage and the lips stage share this)."""
+
+    def __init__(self) -> None:
+        self.items: deque[H] = deque()
+
+    def append(self, item: H) -> None:
+        self.items.append(item)
+
+    def assign(self, choices: list[tuple[int, float]]) -> None:
+        waiting = (w for w in self.items if w.wanted and w.choice is None)
+        for choice, w in zip(choices, waiting, strict=False):
+            w.choice = choice
+
+    def ready(self) -> list[H]:
+        out = []
+        while self.items and (not self.items[0].wanted or self.items[0].choice is not None):
+            out.append(self.items.popleft())
+        return out
 
 
 def default_library(checkpoint: str | Path, root: str | Path = "retrieval") -> Path:
@@ -138,7 +175,7 @@ class HDStage:
         self.chooser = TemporalChooser(self.library.follows(), config.lag, config.switch_cost,
                                        config.follow_bonus)
         self.detector = FaceMeshDetector(video=True)
-        self.queue: deque[_Waiting] = deque()
+        self.held: _Holding[_Waiting] = _Holding()
         self.records: list[dict[str, Any]] = []
         self.missed = 0  # generated frames where MediaPipe found no face: left as generated
 
@@ -150,7 +187,7 @@ class HDStage:
 
     def finish(self) -> list[Frame]:
         with self.timer("hd"):
-            self._assign(self.chooser.flush())
+            self.held.assign(self.chooser.flush())
             return self._ready()
 
     def close(self) -> None:
@@ -161,8 +198,8 @@ class HDStage:
         if f.active and lm is None:
             self.missed += 1
         if lm is None:
-            self._assign(self.chooser.flush())
-            self.queue.append(_Waiting(f, None))
+            self.held.assign(self.chooser.flush())
+            self.held.append(_Waiting(f, None))
             return
         shape, pixels, m = describe_frame(f.image, lm, self.library.patch_hw)
         if self.shapes is not None:
@@ -176,19 +213,12 @@ class HDStage:
         else:
             d, ids = self.library.search(self.library.space(shape[None], pixels[None]),
                                          self.config.k)
-        self.queue.append(_Waiting(f, lm))
-        self._assign(self.chooser.push(d[0], ids[0]))
-
-    def _assign(self, choices: list[tuple[int, float]]) -> None:
-        waiting = (w for w in self.queue if w.landmarks is not None and w.choice is None)
-        for choice, w in zip(choices, waiting, strict=False):
-            w.choice = choice
+        self.held.append(_Waiting(f, lm))
+        self.held.assign(self.chooser.push(d[0], ids[0]))
 
     def _ready(self) -> list[Frame]:
         out = []
-        while self.queue and (self.queue[0].landmarks is None
-                              or self.queue[0].choice is not None):
-            w = self.queue.popleft()
+        for w in self.held.ready():
             if w.landmarks is not None and w.choice is not None:
                 self._compose(w.frame, w.landmarks, *w.choice)
             out.append(w.frame)
@@ -294,6 +324,10 @@ class _LipsWaiting:
     to_end: int | None = None  # frames until it ends, once known
     choice: tuple[int, float] | None = None
 
+    @property
+    def wanted(self) -> bool:
+        return self.target is not None
+
 
 class LipsStage:
     """The lips path's one stage: each active frame's predicted lip shape (lips.py) is
@@ -313,7 +347,7 @@ class LipsStage:
         self.codes = predicted_codes(model, context)
         self.chooser = TemporalChooser(self.library.follows(), lag, LIPS_SWITCH_COST,
                                        LIPS_FOLLOW_BONUS)
-        self.queue: deque[_LipsWaiting] = deque()
+        self.held: _Holding[_LipsWaiting] = _Holding()
         self.records: list[dict[str, Any]] = []
         self.run = 0
         self._context_cache: dict[int, np.ndarray] = {}
@@ -335,16 +369,16 @@ class LipsStage:
     def _push_one(self, f: Frame) -> None:
         if not f.active or f.landmarks is None:
             self._end_run()
-            self.queue.append(_LipsWaiting(f, None))
+            self.held.append(_LipsWaiting(f, None))
             return
         code = self.codes[f.audio]  # in the canonical frame, as the library's shapes
         hw = self.context.plan.hd_hw
         canonical = code.reshape(-1, 2) * hw[1] + (hw[1] / 2, hw[0] / 2)
         target = transform_points(canonical, invert(self.context.plan.lips[f.t]))
         d, ids = self.query.search(code[None], self._frame_context(f)[None], self.k)
-        self.queue.append(_LipsWaiting(f, target, self.run))
+        self.held.append(_LipsWaiting(f, target, self.run))
         self.run += 1
-        self._assign(self.chooser.push(d[0], ids[0]))
+        self.held.assign(self.chooser.push(d[0], ids[0]))
 
     def _frame_context(self, f: Frame) -> np.ndarray:
         """The pose and skin colour of the frame under the mouth (cached per frame)."""
@@ -361,22 +395,16 @@ class LipsStage:
     def _end_run(self) -> None:
         """A voiced stretch ends: decide its last frames and note how far each is from
         the end (for the fade out)."""
-        self._assign(self.chooser.flush())
-        for distance, w in enumerate(w for w in reversed(self.queue) if w.target is not None):
+        self.held.assign(self.chooser.flush())
+        for distance, w in enumerate(w for w in reversed(self.held.items) if w.wanted):
             if w.to_end is not None:
                 break
             w.to_end = distance
         self.run = 0
 
-    def _assign(self, choices: list[tuple[int, float]]) -> None:
-        waiting = (w for w in self.queue if w.target is not None and w.choice is None)
-        for choice, w in zip(choices, waiting, strict=False):
-            w.choice = choice
-
     def _ready(self) -> list[Frame]:
         out = []
-        while self.queue and (self.queue[0].target is None or self.queue[0].choice is not None):
-            w = self.queue.popleft()
+        for w in self.held.ready():
             if w.target is not None and w.choice is not None:
                 self._compose(w)
             out.append(w.frame)
