@@ -30,6 +30,7 @@ import gradio as gr  # noqa: E402
 
 from hygie_w2l.errors import HygieError  # noqa: E402
 from hygie_w2l.media import probe  # noqa: E402
+from hygie_w2l.template import IMAGE_SUFFIXES  # noqa: E402
 from hygie_w2l.ui.jobs import Job, JobStore, Step  # noqa: E402
 
 MAX_UPLOAD = "2gb"  # refused above this, by the upload itself (README: the web page)
@@ -109,13 +110,14 @@ class Workspace:
     def rows(self) -> list[list[Any]]:
         """The Library tab's table: people and renders, with eval numbers and sizes."""
         out: list[list[Any]] = []
+        ready = set(self.ready_people())
         for p in sorted(self.people.iterdir()):
             report = p / "report" / "metrics.json"
             r = lmd = ""
             if report.is_file():
                 gen = json.loads(report.read_text())["variants"].get("generated", {})
                 r, lmd = f"{gen.get('opening_r', float('nan')):.2f}", f"{gen.get('lmd', 0):.4f}"
-            out.append(["person", p.name, "ready" if p.name in self.ready_people() else "not ready",
+            out.append(["person", p.name, "ready" if p.name in ready else "not ready",
                         r, lmd, _size_mb(p)])
         for d in sorted(self.renders.iterdir(), key=lambda d: d.stat().st_mtime, reverse=True):
             out.append(["render", d.name, "done" if (d / "out.mp4").is_file() else "-", "", "",
@@ -135,9 +137,6 @@ class Workspace:
             raise gr.Error(f"{what} has a job queued or running: stop it first.")
         shutil.rmtree(folder)
         return f"Deleted {what}."
-
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def _check_name(name: str) -> str:
@@ -239,9 +238,11 @@ def build(space: Workspace) -> gr.Blocks:
         def tick(seen: dict[str, str]) -> tuple[Any, ...]:
             jobs = space.jobs.jobs()
             updates = _results(space, jobs, seen)
-            names = [f"{row[0]} {row[1]}" for row in space.rows()]
-            return (_jobs_markdown(jobs), gr.update(choices=space.ready_people()),
-                    gr.update(value=space.rows()), gr.update(choices=names), *updates, seen)
+            rows = space.rows()  # one walk of the workspace per tick
+            names = [f"{row[0]} {row[1]}" for row in rows]
+            ready = [row[1] for row in rows if row[0] == "person" and row[2] == "ready"]
+            return (_jobs_markdown(jobs), gr.update(choices=ready), gr.update(value=rows),
+                    gr.update(choices=names), *updates, seen)
 
         outputs = [jobs_view, who, table, target, result, shown_template, download,
                    probe_sheet, plots, report, shown]
