@@ -7,7 +7,9 @@ A template is rendered many times with new speech: its per-frame face detections
 keyed by the file's content (SHA-256) and everything they depend on (frame rate, start,
 tracker settings, format version), written atomically. A later render of the same template
 reads them instead of tracking again; a changed file (same name, new content) or changed
-settings get a new key, and the render says it re-tracked and why.
+settings get a new key, and the render says it re-tracked and why. Per-frame features a
+render derives from the template's pixels (the lips path's skin colour under the mouth) are
+kept beside them under the same key (``KEY.NAME.npy``), NaN rows where not computed yet.
 """
 
 from __future__ import annotations
@@ -95,6 +97,22 @@ class TemplateCache:
             return "the tracking settings changed"
         return "more frames are shown than were tracked"
 
+    def features(self, name: str) -> np.ndarray | None:
+        """The per-frame array ``name`` derived from this template, when kept."""
+        try:
+            values: np.ndarray = np.load(self._features_file(name), allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        return values
+
+    def save_features(self, name: str, values: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self._features_file(name)) as tmp, tmp.open("wb") as f:
+            np.save(f, values, allow_pickle=False)
+
+    def _features_file(self, name: str) -> Path:
+        return self.folder / f"{self.key}.{name}.npy"
+
     def save(self, detections: Detections) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.file) as tmp:
@@ -137,7 +155,7 @@ def list_cache() -> list[CacheEntry]:
             if f.is_file() and f.name != "paths.json" and not f.name.startswith("."):
                 st = f.stat()
                 out.append(CacheEntry(kind, f, st.st_size, st.st_mtime,
-                                      sources.get(f.stem, "")))
+                                      sources.get(f.name.split(".")[0], "")))
     return sorted(out, key=lambda e: e.modified)
 
 

@@ -26,6 +26,7 @@ from hygie_w2l.audio import MelSource, MelWindows
 from hygie_w2l.blend import BlendMode, paste
 from hygie_w2l.crops import CropPlan
 from hygie_w2l.media import VideoWriter
+from hygie_w2l.pixels import to_bgr
 from hygie_w2l.types import Affine, Image, Landmarks
 
 if TYPE_CHECKING:
@@ -75,10 +76,21 @@ class StageContext:
     pose: np.ndarray  # (N, 3) yaw, pitch, roll of the frames (by Frame.t), degrees
     timer: Timer
     fps: float
+    features: FeatureStore | None = None  # keeps per-frame features of the template
+
 
     def mel_windows(self, frames: list[Frame]) -> np.ndarray:
         """The (B, 80, 16) mel windows of the frames' speech."""
         return MelWindows(self.speech, self.fps)([f.audio for f in frames])
+
+
+class FeatureStore(Protocol):
+    """Where per-frame features derived from a template's pixels are kept between renders
+    (cache.TemplateCache): arrays by name, one row per template frame."""
+
+    def features(self, name: str) -> np.ndarray | None: ...
+
+    def save_features(self, name: str, values: np.ndarray) -> None: ...
 
 
 @dataclasses.dataclass
@@ -364,7 +376,7 @@ class EncodeStage:
                 self.writer.write(f.image)
                 if self.preview is not None:
                     assert f.source is not None
-                    self.preview.write(np.hstack([f.source, f.image]))
+                    self.preview.write(np.hstack([to_bgr(f.source), to_bgr(f.image)]))
         return frames
 
     def finish(self) -> list[Frame]:

@@ -9,6 +9,7 @@ an opening mouth drops the chin instead of being a sticker on a still face."""
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import cv2
@@ -24,6 +25,7 @@ from hygie_w2l.geometry import (
 )
 from hygie_w2l.landmarks import mesh_connections, mouth_axes
 from hygie_w2l.library import lip_points
+from hygie_w2l.pixels import align, frame_hw, read_region, with_region
 from hygie_w2l.types import Affine, Landmarks
 
 Region = Literal["inner", "lips"]  # teeth and tongue only, or the whole mouth
@@ -31,6 +33,7 @@ HD_DILATE = 0.02  # the blend mask's growth around its lip ring, in mouth widths
 HD_FEATHER = 0.04  # and its soft edge
 LIPS_DILATE = 0.06  # the lips path covers the lips' edges too
 MAP_STEP_PX = 2  # warp maps computed every 2nd pixel (piecewise_affine_map says why)
+FACE_MAP_STEP_PX = 4  # the lower face's warp is smoother (large triangles): coarser maps
 JAW_MARGIN = 0.3  # the lower-face warp's region reaches this far around lips and jaw
 
 
@@ -69,7 +72,7 @@ def piecewise_affine_map(src_pts: np.ndarray, dst_pts: np.ndarray,
     corners = np.round((local[tri] - centre) / step * 16).astype(np.int32)  # 4 bits sub-px
     for n, triangle in enumerate(corners, start=1):
         cv2.fillConvexPoly(labels, triangle, (n,), shift=4)
-    ys, xs = np.mgrid[0:hs, 0:ws].astype(np.float32) * step + centre
+    ys, xs = _grid(hs, ws, step)
     m = mats[labels]
     map_x = m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2]
     map_y = m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2]
@@ -77,6 +80,14 @@ def piecewise_affine_map(src_pts: np.ndarray, dst_pts: np.ndarray,
         map_x = cv2.resize(map_x, (ws * step, hs * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
         map_y = cv2.resize(map_y, (ws * step, hs * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
     return np.ascontiguousarray(map_x), np.ascontiguousarray(map_y)
+
+
+@functools.lru_cache(maxsize=16)
+def _grid(hs: int, ws: int, step: int) -> np.ndarray:
+    """(2, hs, ws) float32: the y and x of the coarse grid's pixel centres (read-only)."""
+    grid = np.mgrid[0:hs, 0:ws].astype(np.float32) * step + (step - 1) / 2
+    grid.flags.writeable = False
+    return grid
 
 
 def _triangle_affines(d: np.ndarray, s: np.ndarray, degenerate: Affine) -> np.ndarray:
@@ -100,19 +111,13 @@ def _triangle_affines(d: np.ndarray, s: np.ndarray, degenerate: Affine) -> np.nd
 def compose(frame: np.ndarray, lips: np.ndarray, patch: np.ndarray, patch_points: np.ndarray,
             strength: float = 1.0, region: Region = "inner", mode: BlendMode = "poisson",
             dilate: float = HD_DILATE) -> np.ndarray:
-    """A copy of ``frame`` whose inner mouth (``region`` "inner": teeth, tongue) or whole
-    mouth ("lips") is the library ``patch`` (canonical frame, its lip points
+    """A copy of ``frame`` (BGR) whose inner mouth (``region`` "inner": teeth, tongue) or
+    whole mouth ("lips") is the library ``patch`` (canonical frame, its lip points
     ``patch_points`` (40, 2)) warped onto the lip contour ``lips`` (40, 2) of the frame,
     blended by ``strength``; ``dilate``: the mask's growth, in mouth widths."""
     if strength <= 0:
         return frame
-    patch_hw = (patch.shape[0], patch.shape[1])
-    half = len(lips) // 2
-    outer, inner = lips[:half], lips[half:]
-    m = outer_ring_affine(outer, patch_hw)  # frame -> canonical
-    border = _border_points(patch_hw)
-    dst = np.concatenate([lips, transform_points(border, invert(m))])
-    src = np.concatenate([patch_points, border])
+    src, dst, m = _patch_points(lips, patch, patch_points)
     roi = _roi(dst, frame.shape[:2])
     if roi is None:
         return frame
@@ -121,6 +126,8 @@ def compose(frame: np.ndarray, lips: np.ndarray, patch: np.ndarray, patch_points
     # cubic: bilinear resampling alone took 23 % of the inner mouth's detail (measured,
     # Laplacian energy on talk_selfie_24s: 0.56 -> 0.73 of the real video's with cubic)
     warped = cv2.remap(patch, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    half = len(lips) // 2
+    outer, inner = lips[:half], lips[half:]
     ring = (outer if region == "lips" else inner).astype(np.float32) - (x1, y1)
     width = float(np.ptp(outer[:, 0]))
     mask = polygon_mask(ring, (y2 - y1, x2 - x1), dilate_px=int(round(dilate * width)),
@@ -128,6 +135,18 @@ def compose(frame: np.ndarray, lips: np.ndarray, patch: np.ndarray, patch_points
     if mask.max() < 0.05:
         return frame
     return blend_region(frame, warped, mask * float(strength), (x1, y1), mode)
+
+
+def _patch_points(lips: np.ndarray, patch: np.ndarray, patch_points: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, Affine]:
+    """The patch warp's control points (src: in the patch, dst: in the frame: the lips
+    and the patch's border around them) and its frame -> patch matrix for elsewhere."""
+    patch_hw = (patch.shape[0], patch.shape[1])
+    m = outer_ring_affine(lips[:len(lips) // 2], patch_hw)  # frame -> canonical
+    border = _border_points(patch_hw)
+    dst = np.concatenate([lips, transform_points(border, invert(m))])
+    src = np.concatenate([patch_points, border])
+    return src, dst, m
 
 
 def _roi(points: np.ndarray, hw: tuple[int, ...], margin: float = 0.0
@@ -167,24 +186,19 @@ def move_jaw(landmarks: Landmarks, lips: np.ndarray, target: np.ndarray
     return jaw[below], jaw[below] + weight * shift
 
 
-def warp_lower_face(frame: np.ndarray, landmarks: Landmarks, lips: np.ndarray,
-                    target: np.ndarray) -> np.ndarray:
-    """A copy of ``frame`` whose lips move from ``lips`` to ``target`` (40, 2) and whose jaw
-    and chin follow (:func:`move_jaw`): one piecewise-affine warp of the lower face, fixed
-    on the border of its region so it joins the frame without a seam."""
-    jaw_src, jaw_dst = move_jaw(landmarks, lips, target)
-    width = float(np.ptp(lips[:len(lips) // 2, 0]))
-    roi = _roi(np.concatenate([lips, target, jaw_src, jaw_dst]), frame.shape[:2],
-               JAW_MARGIN * width)
-    if roi is None:
-        return frame
+def warp_lower_face(frame: np.ndarray, lips: np.ndarray, target: np.ndarray,
+                    jaw: tuple[np.ndarray, np.ndarray], roi: tuple[int, int, int, int]
+                    ) -> np.ndarray:
+    """A copy of ``frame`` (BGR) whose lips move from ``lips`` to ``target`` (40, 2) and
+    whose jaw and chin follow (``jaw``: :func:`move_jaw`'s points): one piecewise-affine
+    warp of ``roi``, fixed on its border so it joins the frame without a seam."""
     x1, y1, x2, y2 = roi
     anchors = np.array([(x, y) for y in (y1, (y1 + y2) / 2, y2 - 1)
                         for x in (x1, (x1 + x2) / 2, x2 - 1)
                         if not (x == (x1 + x2) / 2 and y == (y1 + y2) / 2)], np.float64)
-    src = np.concatenate([lips, jaw_src, anchors])
-    dst = np.concatenate([target, jaw_dst, anchors])
-    map_x, map_y = piecewise_affine_map(src, dst, roi, IDENTITY)
+    src = np.concatenate([lips, jaw[0], anchors])
+    dst = np.concatenate([target, jaw[1], anchors])
+    map_x, map_y = piecewise_affine_map(src, dst, roi, IDENTITY, FACE_MAP_STEP_PX)
     out = frame.copy()
     out[y1:y2, x1:x2] = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REPLICATE)
@@ -194,14 +208,29 @@ def warp_lower_face(frame: np.ndarray, landmarks: Landmarks, lips: np.ndarray,
 def compose_lips(frame: np.ndarray, landmarks: Landmarks, target: np.ndarray,
                  patch: np.ndarray, patch_points: np.ndarray, strength: float = 1.0,
                  mode: BlendMode = "poisson") -> np.ndarray:
-    """The lips path's picture: the frame's lower face warped so its lips take the
-    ``target`` contour (40, 2) and its chin follows, then the library mouth (lips, teeth,
-    tongue: ``patch`` with its points) composed onto that contour; ``strength`` fades both
-    (0: the frame as it was)."""
+    """The lips path's picture: a copy of ``frame`` (BGR or I420: pixels.py) whose lower
+    face is warped so its lips take the ``target`` contour (40, 2) and its chin follows,
+    then the library mouth (lips, teeth, tongue: ``patch`` with its points) composed onto
+    that contour; ``strength`` fades both (0: the frame as it was). Only the region the two
+    reach is read, edited and written back."""
     if strength <= 0:
         return frame
     lips = lip_points(landmarks)
     if strength < 1:
         target = lips + strength * (target - lips)
-    moved = warp_lower_face(frame, landmarks, lips, target)
-    return compose(moved, target, patch, patch_points, strength, "lips", mode, LIPS_DILATE)
+    jaw = move_jaw(landmarks, lips, target)
+    hw = frame_hw(frame)
+    width = float(np.ptp(lips[:len(lips) // 2, 0]))
+    face = _roi(np.concatenate([lips, target, *jaw]), hw, JAW_MARGIN * width)
+    mouth = _roi(_patch_points(target, patch, patch_points)[1], hw)
+    if face is None or mouth is None:
+        return frame
+    roi = align((min(face[0], mouth[0]), min(face[1], mouth[1]),
+                 max(face[2], mouth[2]), max(face[3], mouth[3])), frame)
+    o = np.array(roi[:2], np.float64)
+    local = (face[0] - roi[0], face[1] - roi[1], face[2] - roi[0], face[3] - roi[1])
+    region = read_region(frame, roi)
+    region = warp_lower_face(region, lips - o, target - o, (jaw[0] - o, jaw[1] - o), local)
+    region = compose(region, target - o, patch, patch_points, strength, "lips", mode,
+                     LIPS_DILATE)
+    return with_region(frame, roi, region)

@@ -33,13 +33,13 @@ from hygie_w2l.geometry import (
     MouthAnchor,
     SquareBox,
     box_affine,
-    corner_affine,
-    hd_affine,
+    corner_affines,
+    hd_affines,
     hd_patch_size,
-    placed_box,
+    placed_boxes,
     warp,
 )
-from hygie_w2l.landmarks import mouth_width
+from hygie_w2l.landmarks import mouth_widths
 from hygie_w2l.models.film_unet import SUPPORTED_SIZES_PX
 from hygie_w2l.types import CropKind, Image
 
@@ -115,8 +115,8 @@ def smooth_mouth_boxes(landmarks: np.ndarray, valid: np.ndarray, alpha: float,
     """(N, 3) mouth boxes (cx, cy, side) placed on the eyes, EMA-smoothed forwards then
     backwards (no lag); NaN where invalid."""
     raw = np.full((len(landmarks), 3), np.nan)
-    for i in np.flatnonzero(valid):
-        raw[i] = placed_box(landmarks[i], calibration.mouth).as_array()
+    idx = np.flatnonzero(valid)
+    raw[idx] = placed_boxes(landmarks[idx], calibration.mouth)
     return zero_phase_ema(raw, alpha)
 
 
@@ -126,13 +126,12 @@ def anchored_lips(landmarks: np.ndarray, valid: np.ndarray, alpha: float,
     median corners relative to the eyes and nose), the corners smoothed like the mouth
     box."""
     anchor = MouthAnchor.calibrate(landmarks, valid)
+    idx = np.flatnonzero(valid)
     corners = np.full((len(landmarks), 4), np.nan)
-    for i in np.flatnonzero(valid):
-        corners[i] = np.concatenate(anchor.place(landmarks[i]))
+    corners[idx] = np.concatenate(anchor.place(landmarks[idx]), axis=1)
     corners = zero_phase_ema(corners, alpha)
     out = np.full((len(landmarks), 2, 3), np.nan)
-    for i in np.flatnonzero(valid):
-        out[i] = corner_affine(corners[i, :2], corners[i, 2:], patch_hw)
+    out[idx] = corner_affines(corners[idx, :2], corners[idx, 2:], patch_hw)
     return out
 
 
@@ -142,12 +141,13 @@ def plan_crops(track: Track, config: CropConfig = CropConfig()) -> CropPlan:
     face, mouth, hd = (np.full((n, 2, 3), np.nan) for _ in range(3))
     if not valid.any() or track.calibration is None:
         return CropPlan(face, mouth, hd, hd.copy(), (8, 8), float("nan"), config)
-    width = float(np.median([mouth_width(lm[i]) for i in np.flatnonzero(valid)]))
+    idx = np.flatnonzero(valid)
+    width = float(np.median(mouth_widths(lm[idx])))
     hd_hw = hd_patch_size(width)
     boxes = smooth_mouth_boxes(lm, valid, config.mouth_ema, track.calibration)
-    for i in np.flatnonzero(valid):
+    for i in idx:
         face[i] = box_affine(SquareBox.from_array(track.boxes[i]), config.face_px)
         mouth[i] = box_affine(SquareBox.from_array(boxes[i]), config.mouth_px)
-        hd[i] = hd_affine(lm[i], hd_hw)
+    hd[idx] = hd_affines(lm[idx], hd_hw)
     lips = anchored_lips(lm, valid, config.mouth_ema, hd_hw)
     return CropPlan(face, mouth, hd, lips, hd_hw, width, config)

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hygie_w2l.errors import HygieError
-from hygie_w2l.geometry import BoxCalibration, calibrate_boxes, eye_indices, placed_box
+from hygie_w2l.geometry import BoxCalibration, calibrate_boxes, eye_indices, placed_boxes
 from hygie_w2l.types import Image, Landmarks, TrackerBackend
 
 # MediaPipe logs through absl/glog to stderr; keep the terminal for our own progress bars.
@@ -236,27 +236,30 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
-def head_pose_deg(points3d: np.ndarray) -> np.ndarray:
-    """Approximate (yaw, pitch, roll) in degrees from 3-D landmarks: the face plane's normal
-    (least-variance axis of the points) gives yaw and pitch, the eye line gives roll."""
-    centred = points3d - points3d.mean(axis=0)
-    normal = np.linalg.svd(centred, full_matrices=False)[2][-1]
-    if normal[2] > 0:
-        normal = -normal
-    yaw = math.degrees(math.atan2(normal[0], -normal[2]))
-    pitch = math.degrees(math.atan2(normal[1], -normal[2]))
+
+
+def head_poses_deg(points3d: np.ndarray) -> np.ndarray:
+    """Approximate (yaw, pitch, roll) in degrees of N frames' 3-D landmarks (N, P, 3):
+    (N, 3) float32. The face plane's normal (least-variance axis of the points) gives yaw
+    and pitch, the eye line gives roll."""
+    centred = points3d - points3d.mean(axis=1, keepdims=True)
+    normal = np.linalg.svd(centred, full_matrices=False)[2][:, -1]  # (N, 3)
+    normal = np.where(normal[:, 2:] > 0, -normal, normal)
+    yaw = np.degrees(np.arctan2(normal[:, 0], -normal[:, 2]))
+    pitch = np.degrees(np.arctan2(normal[:, 1], -normal[:, 2]))
     eyes = _eye_centres(points3d)
-    roll = math.degrees(math.atan2(eyes[1, 1] - eyes[0, 1], eyes[1, 0] - eyes[0, 0]))
-    return np.array([yaw, pitch, roll], np.float32)
+    roll = np.degrees(np.arctan2(eyes[:, 1, 1] - eyes[:, 0, 1], eyes[:, 1, 0] - eyes[:, 0, 0]))
+    return np.stack([yaw, pitch, roll], 1).astype(np.float32)
 
 
 def _eye_centres(points: np.ndarray) -> np.ndarray:
-    if len(points) == 68:
-        left, right = points[36:42], points[42:48]  # iBUG 68-point layout
+    """(N, 2, 2): the mean of each eye ring's points (image-left eye first)."""
+    if points.shape[1] == 68:
+        left, right = points[:, 36:42], points[:, 42:48]  # iBUG 68-point layout
     else:
         left_idx, right_idx = eye_indices()
-        left, right = points[left_idx], points[right_idx]
-    return np.stack([left[:, :2].mean(0), right[:, :2].mean(0)])
+        left, right = points[:, left_idx], points[:, right_idx]
+    return np.stack([left[..., :2].mean(1), right[..., :2].mean(1)], 1)
 
 
 def _downscale(frame: Image, max_side_px: int) -> tuple[np.ndarray, float]:
@@ -378,9 +381,9 @@ def tracks_from_points(points: list[np.ndarray | None], statuses: list[int], fps
     raw = np.full((len(arr), 3), np.nan)
     pose = np.full((len(arr), 3), np.nan, np.float32)
     calibration = calibrate_boxes(landmarks, valid) if valid.any() else None
-    for i in np.flatnonzero(valid):
-        assert calibration is not None
-        raw[i] = placed_box(landmarks[i], calibration.face).as_array()
-        pose[i] = head_pose_deg(arr[i])
+    idx = np.flatnonzero(valid)
+    if calibration is not None:
+        raw[idx] = placed_boxes(landmarks[idx], calibration.face)
+        pose[idx] = head_poses_deg(arr[idx])
     return Track(landmarks, status, raw, smooth_boxes(raw, fps, config), pose,
                  multi_face_frames, fps, calibration, config.face_index)

@@ -31,7 +31,12 @@ import functools
 import cv2
 import numpy as np
 
-from hygie_w2l.landmarks import mesh_connections, mouth_axes, outer_inner_rings
+from hygie_w2l.landmarks import (
+    mesh_connections,
+    mouth_axes_of,
+    outer_inner_rings,
+    outer_rings,
+)
 from hygie_w2l.types import Affine, Landmarks
 
 FACE_CROP_PX = 96  # the official generator's input size
@@ -70,23 +75,33 @@ def face_box(landmarks: Landmarks) -> SquareBox:
 
 def _face_box(landmarks: Landmarks) -> SquareBox:
     """Square face box from all landmarks, padded at the bottom (chin) like the official crop."""
-    x0, y0 = landmarks.min(axis=0)
-    x1, y1 = landmarks.max(axis=0)
+    return SquareBox.from_array(_face_boxes(landmarks[None])[0])
+
+
+def _face_boxes(landmarks: np.ndarray) -> np.ndarray:
+    """:func:`_face_box` of N frames (N, P, 2): (N, 3) cx, cy, side."""
+    x0, y0 = landmarks[..., 0].min(1), landmarks[..., 1].min(1)
+    x1, y1 = landmarks[..., 0].max(1), landmarks[..., 1].max(1)
     w, h = x1 - x0, y1 - y0
     x0, x1 = x0 - FACE_PAD_SIDES * w, x1 + FACE_PAD_SIDES * w
     y1 = y1 + FACE_PAD_BOTTOM * h
-    side = max(x1 - x0, y1 - y0)
-    return SquareBox((x0 + x1) / 2, (y0 + y1) / 2, side)
+    side = np.maximum(x1 - x0, y1 - y0)
+    return np.stack([(x0 + x1) / 2, (y0 + y1) / 2, side], 1).astype(np.float64)
 
 
 def mouth_box(landmarks: Landmarks) -> SquareBox:
     """This frame's own lip box: centred on the lips, side = their larger extent x 1.35
     (it moves with the mouth: use it to calibrate, not to crop)."""
-    outer, _ = outer_inner_rings(landmarks)
-    x0, y0 = outer.min(axis=0)
-    x1, y1 = outer.max(axis=0)
-    side = max(x1 - x0, y1 - y0) * (1 + MOUTH_CROP_MARGIN)
-    return SquareBox((x0 + x1) / 2, (y0 + y1) / 2, side)
+    return SquareBox.from_array(mouth_boxes(landmarks[None])[0])
+
+
+def mouth_boxes(landmarks: np.ndarray) -> np.ndarray:
+    """:func:`mouth_box` of N frames (N, P, 2): (N, 3) cx, cy, side."""
+    outer = outer_rings(landmarks)
+    x0, y0 = outer[..., 0].min(1), outer[..., 1].min(1)
+    x1, y1 = outer[..., 0].max(1), outer[..., 1].max(1)
+    side = np.maximum(x1 - x0, y1 - y0) * (1 + MOUTH_CROP_MARGIN)
+    return np.stack([(x0 + x1) / 2, (y0 + y1) / 2, side], 1).astype(np.float64)
 
 
 @functools.cache
@@ -97,31 +112,41 @@ def eye_indices() -> tuple[list[int], list[int]]:
             sorted({i for e in mesh.FACEMESH_LEFT_EYE for i in e}))
 
 
-def _eye_corners(landmarks: Landmarks) -> np.ndarray:
-    """(2, 2, 2): for each eye, its two corners (the ring's farthest pair), image-left first."""
-    if len(landmarks) == 68:
-        rings = [landmarks[36:42], landmarks[42:48]]  # iBUG layout
+def farthest_pairs(rings: np.ndarray) -> np.ndarray:
+    """(N, 2, 2): the two points farthest apart of each ring (N, K, 2), in ring order."""
+    d = ((rings[:, :, None] - rings[:, None]) ** 2).sum(-1)  # (N, K, K)
+    i, j = np.unravel_index(d.reshape(len(rings), -1).argmax(1), d.shape[1:])
+    n = np.arange(len(rings))
+    return np.stack([rings[n, i], rings[n, j]], 1)
+
+
+def eye_corners(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 2, 2, 2) for the landmarks of N frames (N, P, 2+): each eye's two corners (its
+    ring's farthest pair), the image-left eye first."""
+    lm = landmarks[..., :2]
+    if lm.shape[1] == 68:
+        rings = [lm[:, 36:42], lm[:, 42:48]]  # iBUG layout
     else:
-        rings = [landmarks[idx] for idx in eye_indices()]
-    corners = []
-    for ring in rings:
-        ring = ring[:, :2]
-        d = ((ring[:, None] - ring[None]) ** 2).sum(-1)
-        i, j = np.unravel_index(np.argmax(d), d.shape)
-        corners.append(np.stack([ring[i], ring[j]]))
-    out = np.stack(corners)
-    return out if out[0].mean(0)[0] <= out[1].mean(0)[0] else out[::-1]
+        rings = [lm[:, idx] for idx in eye_indices()]
+    out = np.stack([farthest_pairs(r) for r in rings], 1)
+    swap = out[:, 0].mean(1)[:, 0] > out[:, 1].mean(1)[:, 0]
+    out[swap] = out[swap][:, ::-1]
+    return out
 
 
-def eye_frame(landmarks: Landmarks) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(anchor, u, v, iod): the eyes' midpoint, the unit axis from the image-left eye to the
-    other, its perpendicular pointing down the face, and the inter-ocular distance (px).
-    Eye corners do not move when the mouth opens or the eyes blink."""
-    corners = _eye_corners(landmarks).astype(np.float64)
-    left, right = corners[0].mean(0), corners[1].mean(0)
-    iod = float(np.linalg.norm(right - left))
-    u = (right - left) / max(iod, 1e-6)
-    return (left + right) / 2, u, np.array([-u[1], u[0]]), iod
+def eye_frames(landmarks: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(anchor, u, v, iod) of N frames (N, P, 2+): the eyes' midpoints (N, 2), the unit
+    axes from the image-left eye to the other (N, 2), their perpendiculars pointing down
+    the face (N, 2), and the inter-ocular distances (N,) in px. Eye corners do not move
+    when the mouth opens or the eyes blink."""
+    corners = eye_corners(landmarks).astype(np.float64)
+    left, right = corners[:, 0].mean(1), corners[:, 1].mean(1)
+    iod = np.linalg.norm(right - left, axis=1)
+    u = (right - left) / np.maximum(iod, 1e-6)[:, None]
+    return (left + right) / 2, u, np.stack([-u[:, 1], u[:, 0]], 1), iod
+
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,25 +166,32 @@ class BoxCalibration:
         return cls((f[0], f[1], f[2]), (m[0], m[1], m[2]))
 
 
-def _relative(box: SquareBox, landmarks: Landmarks) -> np.ndarray:
-    anchor, u, v, iod = eye_frame(landmarks)
-    d = np.array([box.cx, box.cy]) - anchor
-    return np.array([d @ u / iod, d @ v / iod, box.side / iod])
+def _relative(boxes: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(N, 3) boxes (cx, cy, side) in their frames' eye coordinates (iod units)."""
+    anchor, u, v, iod = eye_frames(landmarks)
+    d = boxes[:, :2] - anchor
+    return np.stack([(d * u).sum(1) / iod, (d * v).sum(1) / iod, boxes[:, 2] / iod], 1)
 
 
 def calibrate_boxes(landmarks: np.ndarray, valid: np.ndarray) -> BoxCalibration:
     """Median eye-relative placement of the face and lip boxes over the valid frames."""
     idx = np.flatnonzero(valid)
-    face = np.median([_relative(_face_box(landmarks[i]), landmarks[i]) for i in idx], axis=0)
-    mouth = np.median([_relative(mouth_box(landmarks[i]), landmarks[i]) for i in idx], axis=0)
+    lm = landmarks[idx]
+    face = np.median(_relative(_face_boxes(lm), lm), axis=0)
+    mouth = np.median(_relative(mouth_boxes(lm), lm), axis=0)
     return BoxCalibration(tuple(map(float, face)), tuple(map(float, mouth)))  # type: ignore[arg-type]
+
+
+def placed_boxes(landmarks: np.ndarray, rel: tuple[float, float, float]) -> np.ndarray:
+    """(N, 3) a calibrated box (cx, cy, side) placed on the eyes of N frames (N, P, 2)."""
+    anchor, u, v, iod = eye_frames(landmarks)
+    centre = anchor + rel[0] * iod[:, None] * u + rel[1] * iod[:, None] * v
+    return np.column_stack([centre, rel[2] * iod])
 
 
 def placed_box(landmarks: Landmarks, rel: tuple[float, float, float]) -> SquareBox:
     """A calibrated box placed on this frame's eyes."""
-    anchor, u, v, iod = eye_frame(landmarks)
-    centre = anchor + rel[0] * iod * u + rel[1] * iod * v
-    return SquareBox(float(centre[0]), float(centre[1]), rel[2] * iod)
+    return SquareBox.from_array(placed_boxes(landmarks[None], rel)[0])
 
 
 @functools.cache
@@ -216,69 +248,80 @@ def hd_patch_size(mouth_width_px: float) -> tuple[int, int]:
 def hd_affine(landmarks: Landmarks, patch_hw: tuple[int, int]) -> Affine:
     """Similarity (rotation, uniform scale, shift) putting this frame's own mouth corners at
     the canonical mouth frame's fixed points."""
-    return outer_ring_affine(outer_inner_rings(landmarks)[0], patch_hw)
+    return hd_affines(landmarks[None], patch_hw)[0]
+
+
+def hd_affines(landmarks: np.ndarray, patch_hw: tuple[int, int]) -> np.ndarray:
+    """:func:`hd_affine` of N frames (N, P, 2): (N, 2, 3)."""
+    left, right = mouth_corners_of(outer_rings(landmarks))
+    return corner_affines(left, right, patch_hw)
 
 
 def outer_ring_affine(outer: np.ndarray, patch_hw: tuple[int, int]) -> Affine:
     """:func:`hd_affine` of an outer lip ring (K, 2) alone."""
-    centre, u, _ = mouth_axes(outer)
-    proj = (outer - centre) @ u
-    left, right = centre + proj.min() * u, centre + proj.max() * u
+    left, right = mouth_corners_of(outer[None])
+    return corner_affines(left, right, patch_hw)[0]
+
+
+def mouth_corners_of(outer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) mouth corners of N outer lip rings (N, K, 2), each (N, 2): each ring's
+    extremes along its corner-to-corner axis, image-left first."""
+    centre, u, _ = mouth_axes_of(outer)
+    proj = np.einsum("nkd,nd->nk", outer - centre[:, None], u)
+    return centre + proj.min(1)[:, None] * u, centre + proj.max(1)[:, None] * u
+
+
+
+
+
+
+def corner_affines(left: np.ndarray, right: np.ndarray, patch_hw: tuple[int, int]
+                   ) -> np.ndarray:
+    """The similarities (rotation, uniform scale, shift) frame -> canonical mouth frame that
+    put the corners ``left``, ``right`` (N, 2) each at their fixed points (25 % and 75 % of
+    the width, half the height): (N, 2, 3)."""
     h, w = patch_hw
-    dst_left = np.array([w * (1 - HD_CORNER_SPAN) / 2, h / 2])
-    dst_right = np.array([w * (1 + HD_CORNER_SPAN) / 2, h / 2])
-    m, _ = cv2.estimateAffinePartial2D(np.stack([left, right, centre]).astype(np.float32),
-                                       np.stack([dst_left, dst_right,
-                                                 (dst_left + dst_right) / 2]).astype(np.float32))
-    return m
-
-
-def mouth_corners(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(left, right) mouth corners of an outer lip ring (K, 2): its extremes along the
-    corner-to-corner axis, image-left first."""
-    centre, u, _ = mouth_axes(points)
-    proj = (points - centre) @ u
-    return centre + proj.min() * u, centre + proj.max() * u
-
-
-def corner_affine(left: np.ndarray, right: np.ndarray, patch_hw: tuple[int, int]) -> Affine:
-    """The similarity (rotation, uniform scale, shift) frame -> canonical mouth frame that
-    puts the corners ``left``, ``right`` at their fixed points (25 % and 75 % of the width,
-    half the height)."""
-    h, w = patch_hw
+    left, right = np.asarray(left, np.float64), np.asarray(right, np.float64)
     d = right - left
-    width = max(float(np.hypot(*d)), 1e-6)
+    width = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-6)
     s = HD_CORNER_SPAN * w / width
-    c, n = d / width  # cos, sin of the corner line's angle
+    c, n = d[:, 0] / width, d[:, 1] / width  # cos, sin of the corner line's angle
+    rot = s[:, None, None] * np.stack([np.stack([c, n], 1), np.stack([-n, c], 1)], 1)
     mid = (left + right) / 2
-    rot = s * np.array([[c, n], [-n, c]])
-    return np.hstack([rot, (np.array([w / 2, h / 2]) - rot @ mid)[:, None]])
+    shift = np.array([w / 2, h / 2]) - np.einsum("nij,nj->ni", rot, mid)
+    return np.concatenate([rot, shift[:, :, None]], axis=2)
 
 
 MEDIAPIPE_NOSE = (1, 2, 98, 327)  # nose tip, under the nose, the two wings
 IBUG_NOSE = (30, 33, 31, 35)
 
 
-def rigid_points(landmarks: Landmarks) -> np.ndarray:
+def rigid_points(landmarks: np.ndarray) -> np.ndarray:
     """Points that move with the skull, not the jaw: the eye corners and the nose (tip,
-    base, wings): (8, 2)."""
-    nose = IBUG_NOSE if len(landmarks) == 68 else MEDIAPIPE_NOSE
-    return np.concatenate([_eye_corners(landmarks).reshape(-1, 2),
-                           landmarks[list(nose)][:, :2]]).astype(np.float64)
+    base, wings): (N, 8, 2) for the landmarks of N frames (N, P, 2+)."""
+    nose = IBUG_NOSE if landmarks.shape[1] == 68 else MEDIAPIPE_NOSE
+    return np.concatenate([eye_corners(landmarks).reshape(len(landmarks), -1, 2),
+                           landmarks[:, list(nose), :2]], axis=1).astype(np.float64)
 
 
-def similarity_fit(src: np.ndarray, dst: np.ndarray) -> Affine:
+def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The least-squares similarity (rotation, uniform scale, shift) taking points ``src``
-    (K, 2) to ``dst`` (Umeyama 1991), as a 2x3 matrix."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    cov = b.T @ a / len(src)
+    to ``dst`` (Umeyama 1991): (K, 2) each -> a 2x3 matrix; (N, K, 2) stacks (either may
+    be one (K, 2) set for all) -> (N, 2, 3)."""
+    one = src.ndim == 2 and dst.ndim == 2
+    src, dst = np.broadcast_arrays(np.asarray(src, np.float64), np.asarray(dst, np.float64))
+    src, dst = src.reshape(-1, *src.shape[-2:]), dst.reshape(-1, *dst.shape[-2:])
+    ms, md = src.mean(1), dst.mean(1)
+    a, b = src - ms[:, None], dst - md[:, None]
+    cov = np.einsum("nki,nkj->nij", b, a) / src.shape[1]
     u, s, vt = np.linalg.svd(cov)
-    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
-    rot = u @ d @ vt
-    scale = float(np.trace(np.diag(s) @ d)) / max(float((a ** 2).sum() / len(src)), 1e-12)
-    m = scale * rot
-    return np.hstack([m, (md - m @ ms)[:, None]])
+    sign = np.sign(np.linalg.det(u @ vt))
+    d = np.stack([np.ones_like(sign), sign], 1)  # the diagonal of D
+    rot = (u * d[:, None, :]) @ vt
+    scale = (s * d).sum(1) / np.maximum((a ** 2).sum((1, 2)) / src.shape[1], 1e-12)
+    m = scale[:, None, None] * rot
+    out = np.concatenate([m, (md - np.einsum("nij,nj->ni", m, ms))[:, :, None]], axis=2)
+    return out[0] if one else out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,22 +339,26 @@ class MouthAnchor:
 
     @classmethod
     def calibrate(cls, landmarks: np.ndarray, valid: np.ndarray) -> MouthAnchor:
-        idx = np.flatnonzero(valid)
-        first = rigid_points(landmarks[idx[0]])
-        reference = first - first.mean(0)
-        rigid, corners = [], []
-        for i in idx:
-            m = similarity_fit(rigid_points(landmarks[i]), reference)  # frame -> reference
-            rigid.append(transform_points(rigid_points(landmarks[i]), m))
-            corners.append(transform_points(
-                np.stack(mouth_corners(outer_inner_rings(landmarks[i])[0])), m))
-        return cls(np.median(rigid, axis=0), np.median(corners, axis=0))
+        lm = landmarks[np.flatnonzero(valid)]
+        rigid = rigid_points(lm)
+        reference = rigid[0] - rigid[0].mean(0)
+        m = similarity_fit(rigid, reference)  # each frame -> the reference
+        corners = np.stack(mouth_corners_of(outer_rings(lm)), 1)  # (N, 2, 2)
+        return cls(np.median(_transform_each(rigid, m), axis=0),
+                   np.median(_transform_each(corners, m), axis=0))
 
-    def place(self, landmarks: Landmarks) -> tuple[np.ndarray, np.ndarray]:
-        """The calibrated corners placed on this frame's skull: (left, right)."""
+    def place(self, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The calibrated corners placed on the skulls of N frames (N, P, 2): (left,
+        right), each (N, 2)."""
         m = similarity_fit(self.rigid, rigid_points(landmarks))
-        left, right = transform_points(self.corners, m).astype(np.float64)
-        return left, right
+        placed = _transform_each(np.broadcast_to(self.corners, (len(m), 2, 2)), m)
+        return placed[:, 0].astype(np.float64), placed[:, 1].astype(np.float64)
+
+
+def _transform_each(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """:func:`transform_points` of N point sets (N, K, 2) by their N matrices (float32)."""
+    return (np.einsum("nkj,nij->nki", points, m[:, :, :2]) + m[:, None, :, 2]
+            ).astype(np.float32)
 
 
 def polygon_mask(points: np.ndarray, size: tuple[int, int], dilate_px: int = 0,

@@ -25,6 +25,8 @@ from hygie_w2l.compose import compose, compose_lips
 from hygie_w2l.errors import HygieError
 from hygie_w2l.geometry import hd_affine, invert, transform_points
 from hygie_w2l.library import (
+    CONTEXT_NAMES,
+    CONTEXT_VERSION,
     IndexError_,
     MouthLibrary,
     context_features,
@@ -32,6 +34,7 @@ from hygie_w2l.library import (
     lip_points,
 )
 from hygie_w2l.lips import CODE_DIMS, LipsModel, stream_codes
+from hygie_w2l.pixels import warp_affine
 from hygie_w2l.temporal import TemporalChooser
 from hygie_w2l.types import Landmarks
 
@@ -350,7 +353,9 @@ class LipsStage:
         self.held: _Holding[_LipsWaiting] = _Holding()
         self.records: list[dict[str, Any]] = []
         self.run = 0
-        self._context_cache: dict[int, np.ndarray] = {}
+        self._contexts: np.ndarray | None = None  # (template frames, 6), NaN: not yet
+        self._contexts_name = ""
+        self._computed = 0
 
     def push(self, frames: list[Frame]) -> list[Frame]:
         with self.context.timer("lips"):
@@ -361,6 +366,9 @@ class LipsStage:
     def finish(self) -> list[Frame]:
         with self.context.timer("lips"):
             self._end_run()
+            store = self.context.features
+            if store is not None and self._computed and self._contexts is not None:
+                store.save_features(self._contexts_name, self._contexts)
             return self._ready()
 
     def close(self) -> None:
@@ -381,16 +389,33 @@ class LipsStage:
         self.held.assign(self.chooser.push(d[0], ids[0]))
 
     def _frame_context(self, f: Frame) -> np.ndarray:
-        """The pose and skin colour of the frame under the mouth (cached per frame)."""
-        if f.t not in self._context_cache:
-            assert f.source is not None and f.landmarks is not None
-            hw = self.library.patch_hw
+        """The pose and skin colour of the frame under the mouth: computed once per template
+        frame, and kept with the template's tracking for the next render
+        (StageContext.features: a second render of a template reads them back)."""
+        assert f.source is not None and f.landmarks is not None
+        hw = self.library.patch_hw
+        if self._contexts is None:
+            fmt = "i420" if f.source.ndim == 2 else "bgr"  # their pixels differ a little
+            self._contexts_name = f"lips-context{CONTEXT_VERSION}-{hw[0]}x{hw[1]}-{fmt}"
+            self._contexts = self._load_contexts(len(self.context.plan))
+        if np.isnan(self._contexts[f.t]).any():
             m = hd_affine(f.landmarks, hw)
-            patch = cv2.warpAffine(f.source, m, (hw[1], hw[0]), flags=cv2.INTER_AREA,
-                                   borderMode=cv2.BORDER_REPLICATE)
-            self._context_cache[f.t] = context_features(
+            patch = warp_affine(f.source, m, (hw[1], hw[0]), cv2.INTER_AREA)
+            self._contexts[f.t] = context_features(
                 patch, transform_points(lip_points(f.landmarks), m), self.context.pose[f.t])
-        return self._context_cache[f.t]
+            self._computed += 1
+        return self._contexts[f.t]
+
+    def _load_contexts(self, n: int) -> np.ndarray:
+        """(>= n, 6): those kept by an earlier render (all of them: a longer render may
+        have kept more frames), NaN rows for the others."""
+        store = self.context.features
+        kept = store.features(self._contexts_name) if store is not None else None
+        if kept is None or kept.ndim != 2 or kept.shape[1] != len(CONTEXT_NAMES):
+            kept = np.zeros((0, len(CONTEXT_NAMES)), np.float32)
+        out = np.full((max(n, len(kept)), len(CONTEXT_NAMES)), np.nan, np.float32)
+        out[:len(kept)] = kept
+        return out
 
     def _end_run(self) -> None:
         """A voiced stretch ends: decide its last frames and note how far each is from

@@ -82,6 +82,31 @@ def outer_inner_rings(landmarks: Landmarks) -> tuple[np.ndarray, np.ndarray]:
     return (pa, pb) if polygon_area(pa) >= polygon_area(pb) else (pb, pa)
 
 
+def outer_rings(landmarks: np.ndarray) -> np.ndarray:
+    """:func:`outer_inner_rings`' outer contour for the landmarks of N frames: (N, K, 2)."""
+    lm = landmarks[..., :2]
+    if lm.shape[1] == 68:
+        return lm[:, list(IBUG_OUTER_LIPS)]
+    a, b = (lm[:, list(ring)].astype(np.float64) for ring in lip_rings())
+    area = [0.5 * np.abs((r[..., 0] * np.roll(r[..., 1], -1, 1)).sum(1)
+                         - (r[..., 1] * np.roll(r[..., 0], -1, 1)).sum(1)) for r in (a, b)]
+    return np.where((area[0] >= area[1])[:, None, None], lm[:, list(lip_rings()[0])],
+                    lm[:, list(lip_rings()[1])])
+
+
+def mouth_axes_of(outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`mouth_axes` of N outer rings (N, K, 2): centres, u and v axes, each (N, 2)."""
+    centre = outer.mean(axis=1)
+    d = ((outer[:, :, None] - outer[:, None]) ** 2).sum(-1)
+    i, j = np.unravel_index(d.reshape(len(outer), -1).argmax(1), d.shape[1:])
+    n = np.arange(len(outer))
+    pi, pj = outer[n, i], outer[n, j]
+    first = (pi[:, 0] <= pj[:, 0])[:, None]
+    left, right = np.where(first, pi, pj), np.where(first, pj, pi)
+    u = (right - left) / np.maximum(np.linalg.norm(right - left, axis=1), 1e-6)[:, None]
+    return centre, u, np.stack([-u[:, 1], u[:, 0]], 1)
+
+
 def mouth_axes(outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centre, unit horizontal axis (corner to corner) and unit vertical axis of a mouth."""
     centre = outer.mean(axis=0)
@@ -91,6 +116,14 @@ def mouth_axes(outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     u = (right - left) / max(float(np.linalg.norm(right - left)), 1e-6)
     v = np.array([-u[1], u[0]])  # points down the image when the face is upright
     return centre, u, v
+
+
+def mouth_widths(landmarks: np.ndarray) -> np.ndarray:
+    """:func:`mouth_width` of N frames (N, P, 2): (N,)."""
+    outer = outer_rings(landmarks)
+    _, u, _ = mouth_axes_of(outer)
+    proj = np.einsum("nkd,nd->nk", outer, u)
+    return proj.max(1) - proj.min(1)
 
 
 def mouth_width(landmarks: Landmarks) -> float:

@@ -135,6 +135,7 @@ class DescriptorSpace:
 
 
 CONTEXT_NAMES = ("yaw", "pitch", "roll", "L", "a", "b")
+CONTEXT_VERSION = 1  # of context_features: renders keep a template's features by it
 SKIN_RING_DILATE = 0.15  # of the canonical width: the lips' own pixels stay out of the ring
 
 
@@ -146,9 +147,9 @@ def context_features(patch: np.ndarray, points: np.ndarray, pose_deg: np.ndarray
     h, w = patch.shape[:2]
     lips = polygon_mask(points[:len(points) // 2], (h, w),
                         dilate_px=int(round(SKIN_RING_DILATE * w)))
-    lab = cv2.cvtColor(patch, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
-    skin = lips.reshape(-1) < 0.5
-    colour = lab[skin].mean(0) if skin.any() else lab.mean(0)
+    lab = cv2.cvtColor(patch, cv2.COLOR_BGR2LAB)
+    skin = (lips < 0.5).astype(np.uint8)
+    colour = cv2.mean(lab, mask=skin if skin.any() else None)[:3]
     return np.concatenate([np.nan_to_num(pose_deg), colour]).astype(np.float32)
 
 

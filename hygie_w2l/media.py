@@ -21,7 +21,8 @@ import numpy as np
 from hygie_w2l.atomic import atomic_path, check_writable
 from hygie_w2l.audio import SAMPLE_RATE_HZ
 from hygie_w2l.errors import FFmpegError, InputFileError, NoAudioStreamError, OutputError
-from hygie_w2l.types import Image, Wave
+from hygie_w2l.pixels import PixelFormat, frame_shape, supports
+from hygie_w2l.types import Wave
 
 DEFAULT_CRF = 17  # x264 constant rate factor: visually lossless for talking heads
 X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
@@ -87,7 +88,8 @@ def packet_table_args(path: str | Path) -> list[str]:
             "-f", "framecrc", "pipe:1"]
 
 
-def read_frames_args(path: str | Path, fps: float | None, start_s: float = 0.0) -> list[str]:
+def read_frames_args(path: str | Path, fps: float | None, start_s: float = 0.0,
+                     pix_fmt: PixelFormat = "bgr24") -> list[str]:
     args = ["-v", "error", "-nostdin"]
     if start_s > 0:
         args += ["-ss", f"{start_s:.6f}"]
@@ -97,7 +99,7 @@ def read_frames_args(path: str | Path, fps: float | None, start_s: float = 0.0) 
         args += ["-vf", f"fps={fps:g}"]
     else:
         args += ["-fps_mode", "passthrough"]
-    return args + ["-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
+    return args + ["-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
 
 
 def extract_audio_args(path: str | Path, sample_rate_hz: int = SAMPLE_RATE_HZ) -> list[str]:
@@ -108,16 +110,34 @@ def extract_audio_args(path: str | Path, sample_rate_hz: int = SAMPLE_RATE_HZ) -
 
 
 def write_video_args(out: str | Path, width: int, height: int, fps: float,
-                     crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET) -> list[str]:
+                     crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET,
+                     pix_fmt: PixelFormat = "bgr24", audio: str | Path | None = None,
+                     metadata: Mapping[str, str] | None = None) -> list[str]:
+    """ffmpeg's arguments to encode raw frames from stdin; with ``audio``, that file's
+    first audio stream is muxed in (AAC) by the same process, tagged with ``metadata``."""
+    convert = [] if pix_fmt == "yuv420p" else [
+        # yuv420p needs even sizes: pad by one pixel rather than fail on odd inputs.
+        "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+        # swscale's default RGB->YUV rounding darkens every frame by ~3 levels.
+        "-sws_flags", "accurate_rnd+full_chroma_int"]
+    sound = [] if audio is None else ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
+                                      *_AUDIO_CODEC]
     return ["-v", "error", "-nostdin", "-y",
-            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", f"{fps:g}",
-            "-i", "pipe:0",
-            # yuv420p needs even sizes: pad by one pixel rather than fail on odd inputs.
-            "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
-            # swscale's default RGB->YUV rounding darkens every frame by ~3 levels.
-            "-sws_flags", "accurate_rnd+full_chroma_int",
+            "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{width}x{height}", "-r", f"{fps:g}",
+            "-i", "pipe:0", *sound, *convert,
             "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-            "-movflags", "+faststart", "-f", "mp4", str(out)]
+            *_tags(metadata), "-f", "mp4", str(out)]
+
+
+_AUDIO_CODEC = ("-c:a", "aac", "-b:a", "192k")  # no -shortest: it drops the last frames
+
+
+def _tags(metadata: Mapping[str, str] | None) -> list[str]:
+    args = []
+    for key, value in (metadata or {}).items():
+        args += ["-metadata", f"{key}={value}"]
+    # use_metadata_tags keeps custom keys (not only title/comment/...) in the mp4 header.
+    return args + ["-movflags", "+faststart+use_metadata_tags"]
 
 
 def mux_args(video: str | Path, audio: str | Path, out: str | Path,
@@ -125,12 +145,8 @@ def mux_args(video: str | Path, audio: str | Path, out: str | Path,
     args = ["-v", "error", "-nostdin", "-y", "-i", str(video)]
     if audio_start_s > 0:
         args += ["-ss", f"{audio_start_s:.6f}"]
-    args += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-             "-c:a", "aac", "-b:a", "192k"]  # no -shortest: it drops the last frames
-    for key, value in (metadata or {}).items():
-        args += ["-metadata", f"{key}={value}"]
-    # use_metadata_tags keeps custom keys (not only title/comment/...) in the mp4 header.
-    return args + ["-movflags", "+faststart+use_metadata_tags", "-f", "mp4", str(out)]
+    args += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *_AUDIO_CODEC]
+    return args + [*_tags(metadata), "-f", "mp4", str(out)]
 
 
 # -------------------------------------------------------------------- report parsing ----
@@ -226,8 +242,10 @@ def _packet_table(path: Path) -> tuple[int, bool, bool]:
 
 
 def read_frames(path: str | Path, fps: float | None = None, start_s: float = 0.0,
-                info: MediaInfo | None = None) -> Iterator[Image]:
-    """Stream the frames of a video as (H, W, 3) uint8 BGR arrays, rotation applied.
+                info: MediaInfo | None = None, pix_fmt: PixelFormat = "bgr24"
+                ) -> Iterator[np.ndarray]:
+    """Stream the frames of a video as (H, W, 3) uint8 BGR arrays, rotation applied (or,
+    with ``pix_fmt`` "yuv420p" and even sizes, (H * 3 / 2, W) I420 arrays: pixels.py).
 
     With ``fps`` the stream is resampled to exactly that constant rate (duplicating or
     dropping frames), which is how variable-rate and 30-fps videos become 25-fps ones.
@@ -235,15 +253,16 @@ def read_frames(path: str | Path, fps: float | None = None, start_s: float = 0.0
     info = info or probe(path, count_frames=False)
     if not info.has_video:
         raise InputFileError(path, "has no video stream", "Give a video file (or an image).")
-    frame_bytes = info.width * info.height * 3
+    shape = frame_shape(info.height, info.width, pix_fmt)
+    frame_bytes = int(np.prod(shape))
     with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen([ffmpeg_exe(), *read_frames_args(path, fps, start_s)],
+        proc = subprocess.Popen([ffmpeg_exe(), *read_frames_args(path, fps, start_s, pix_fmt)],
                                 stdout=subprocess.PIPE, stderr=stderr, bufsize=frame_bytes)
         assert proc.stdout is not None
         finished = False
         try:
             while len(buf := proc.stdout.read(frame_bytes)) == frame_bytes:
-                yield np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3)
+                yield np.frombuffer(buf, np.uint8).reshape(shape)
             finished = True
         finally:
             proc.stdout.close()
@@ -302,30 +321,41 @@ class AudioFile:
 
 
 class VideoWriter:
-    """Streaming H.264 encoder: ``write(frame)`` pipes one BGR frame to ffmpeg."""
+    """Streaming H.264 encoder: ``write(frame)`` pipes one frame (BGR, or I420 with
+    ``pix_fmt`` "yuv420p": no conversion at all before x264) to ffmpeg; with ``audio``, the
+    same process muxes that file's sound in, tagged with ``metadata`` (no second pass)."""
 
     def __init__(self, path: str | Path, width: int, height: int, fps: float,
-                 crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET) -> None:
+                 crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET,
+                 pix_fmt: PixelFormat = "bgr24", audio: str | Path | None = None,
+                 metadata: Mapping[str, str] | None = None) -> None:
+        if not supports(pix_fmt, height, width):
+            raise ValueError(f"{pix_fmt} frames need even sizes, not {width}x{height}")
         self.path = Path(path)
         self.size = (width, height)
+        self.shape = frame_shape(height, width, pix_fmt)
         self.n_frames = 0
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
-            [ffmpeg_exe(), *write_video_args(path, width, height, fps, crf, preset)],
+            [ffmpeg_exe(), *write_video_args(path, width, height, fps, crf, preset, pix_fmt,
+                                             audio, metadata)],
             stdin=subprocess.PIPE, stderr=self._stderr)
 
-    def write(self, frame: Image) -> None:
-        if frame.shape != (self.size[1], self.size[0], 3) or frame.dtype != np.uint8:
-            raise ValueError(f"frame {frame.shape} {frame.dtype} does not match {self.size}")
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape != self.shape or frame.dtype != np.uint8:
+            raise ValueError(f"frame {frame.shape} {frame.dtype} does not match {self.shape}")
         assert self._proc.stdin is not None
         try:
-            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+            self._proc.stdin.write(np.ascontiguousarray(frame).data)
         except BrokenPipeError:
             self._fail("the encoder stopped")
         self.n_frames += 1
 
     def close(self) -> None:
+        """Finish the file (idempotent)."""
         assert self._proc.stdin is not None
+        if self._stderr.closed:
+            return
         try:
             self._proc.stdin.close()
         except BrokenPipeError:

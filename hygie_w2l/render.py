@@ -41,8 +41,9 @@ from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
 from hygie_w2l.generate import EngineConfig
 from hygie_w2l.generators import Generator, generator_for
 from hygie_w2l.hd import HDConfig, library_for
-from hygie_w2l.media import DEFAULT_CRF, DEFAULT_PRESET, AudioFile, VideoWriter, X264Preset, mux
+from hygie_w2l.media import DEFAULT_CRF, DEFAULT_PRESET, AudioFile, VideoWriter, X264Preset
 from hygie_w2l.models.checkpoint import load_checkpoint
+from hygie_w2l.pixels import PixelFormat, frame_shape
 from hygie_w2l.template import LoopMode, Template, load_template, template_index
 from hygie_w2l.types import GENERATOR_ARCHS
 
@@ -171,13 +172,14 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hygie-render-",
                                                                    dir=out.parent)))
-        job = _open(face, audio, config, tmp, timer)
+        job = _open(face, audio, config, tmp, timer, generator.pixel_format)
         stack.callback(job.template.close)
         track = job.template.track
         context = StageContext(ckpt, Path(checkpoint), plan_crops(track,
                                                                   generator.crop_config()),
                                StreamedMel(job.speech), job.n_frames, config.blend,
-                               config.engine, config.hd, track.pose_deg, timer, config.fps)
+                               config.engine, config.hd, track.pose_deg, timer, config.fps,
+                               job.template.cache)
         mouth = generator.stages(context)
         stack.callback(mouth.close)
         preview = _encode(job, mouth.stages, config, mouth.batch_size, audio, checkpoint, out)
@@ -186,15 +188,16 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
 
 
 def _open(face: str | Path, audio: str | Path, config: RenderConfig, tmp: Path,
-          timer: Timer) -> _Job:
+          timer: Timer, pix_fmt: PixelFormat) -> _Job:
     """Decode the speech (streamed to disk), gate its silences, decode and track the
-    template (as many frames as will be shown)."""
+    template (as many frames as will be shown, held as ``pix_fmt`` where it can be)."""
     with timer("decode"):
         speech = AudioFile(audio, tmp)  # streamed: memory does not grow with its length
         n_frames = n_video_frames(speech.n_samples, config.fps)
         voiced = silence_gate(speech, n_frames, config.fps, config.silence_db)
     template = load_template(face, config.fps, config.start_s, config.tracker,
-                             max_frames=n_frames, use_cache=config.template_cache)
+                             max_frames=n_frames, use_cache=config.template_cache,
+                             pix_fmt=pix_fmt)
     if not template.track.valid.any():
         template.close()
         raise NoFaceError(f"{face}: no face found in the template. Give a video or photo "
@@ -222,27 +225,29 @@ def _frames(job: _Job, config: RenderConfig, batch_size: int) -> Iterator[list[F
 
 def _encode(job: _Job, stages: list[Stage], config: RenderConfig, batch_size: int,
             audio: str | Path, checkpoint: str | Path, out: Path) -> Path | None:
-    """Run the chain into the encoder(s), then mux the speech in, atomically and tagged."""
-    h, w = job.template.frames.shape[1], job.template.frames.shape[2]
-    writer = VideoWriter(job.tmp / "video.mp4", w, h, config.fps, config.crf, config.preset)
-    side = VideoWriter(job.tmp / "preview.mp4", 2 * w, h, config.fps, config.crf,
-                       config.preset) \
-        if config.preview else None
-    bar = tqdm(total=job.n_frames, desc="render", unit="frame", disable=None)
-    per_batch, queued = reader_batch(batch_size, h * w * 3)
-    for done in run_chain(_frames(job, config, per_batch),
-                          [*stages, EncodeStage(writer, side, job.timer)], config.parallel,
-                          queued):
-        bar.update(len(done))
-    bar.close()
-    with job.timer("encode"):
-        writer.close()
-        mux(job.tmp / "video.mp4", audio, out, synthetic_tag(checkpoint))
-        if side is None:
-            return None
-        side.close()
-        preview = out.with_name(out.stem + ".preview.mp4")
-        mux(job.tmp / "preview.mp4", audio, preview, synthetic_tag(checkpoint))
+    """Run the chain into the encoder(s), which mux the speech in, tagged; each output
+    appears (atomically) once complete."""
+    (h, w), pix_fmt = job.template.hw, job.template.pix_fmt
+    tag = synthetic_tag(checkpoint)
+    preview = out.with_name(out.stem + ".preview.mp4") if config.preview else None
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(
+            stack.enter_context(atomic_path(out)), w, h, config.fps, config.crf, config.preset,
+            pix_fmt, audio, tag))
+        side = None if preview is None else stack.enter_context(VideoWriter(
+            stack.enter_context(atomic_path(preview)), 2 * w, h, config.fps, config.crf,
+            config.preset, audio=audio, metadata=tag))
+        bar = tqdm(total=job.n_frames, desc="render", unit="frame", disable=None)
+        per_batch, queued = reader_batch(batch_size, int(np.prod(frame_shape(h, w, pix_fmt))))
+        for done in run_chain(_frames(job, config, per_batch),
+                              [*stages, EncodeStage(writer, side, job.timer)],
+                              config.parallel, queued):
+            bar.update(len(done))
+        bar.close()
+        with job.timer("encode"):  # x264's last frames
+            writer.close()
+            if side is not None:
+                side.close()
     return preview
 
 

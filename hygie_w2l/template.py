@@ -28,6 +28,7 @@ from hygie_w2l.cache import Detections, TemplateCache
 from hygie_w2l.errors import InputFileError
 from hygie_w2l.face_tracker import FaceTracker, Track, TrackerConfig, tracks_from_points
 from hygie_w2l.media import MediaInfo, probe, read_frames
+from hygie_w2l.pixels import PixelFormat, frame_shape, supports, to_bgr
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 LoopMode = Literal["pingpong", "wrap"]
@@ -50,7 +51,7 @@ class RawFrames:
     """Frames in a raw file, read back one by one with pread: only the frame in hand is in
     memory (a memmap would count every page it touched as resident)."""
 
-    def __init__(self, path: Path, n: int, shape: tuple[int, int, int]) -> None:
+    def __init__(self, path: Path, n: int, shape: tuple[int, ...]) -> None:
         self.path, self.shape = path, (n, *shape)
         self._size = int(np.prod(shape))
         self._fd = os.open(path, os.O_RDONLY)
@@ -76,7 +77,7 @@ class LiveFrames:
     it; otherwise each is handed over in memory once, the decoder staying at most
     LIVE_AHEAD_BYTES ahead (no file written: a render reads its frames in order)."""
 
-    def __init__(self, path: Path, n: int, shape: tuple[int, int, int], revisit: bool) -> None:
+    def __init__(self, path: Path, n: int, shape: tuple[int, ...], revisit: bool) -> None:
         self.path, self.shape, self.revisit = path, (n, *shape), revisit
         self.written = 0
         self.error: BaseException | None = None  # what stopped the decoder
@@ -135,17 +136,25 @@ class LiveFrames:
 
 @dataclasses.dataclass
 class Template:
-    frames: RawFrames | LiveFrames | np.ndarray  # (n, H, W, 3) uint8 BGR
+    frames: RawFrames | LiveFrames | np.ndarray  # (n, H, W, 3) BGR or (n, H * 3/2, W) I420
     track: Track  # set once tracked (or read from the cache)
     fps: float
+    pix_fmt: PixelFormat = "bgr24"  # how its frames are held (pixels.py)
     tmpdir: tempfile.TemporaryDirectory | None = None
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # decode, track
     cache_note: str = ""  # whether its tracking came from the cache
     decoder: tuple[threading.Thread, threading.Event] | None = None  # _decode_behind's
+    cache: TemplateCache | None = None  # where its tracking (and derived features) are kept
 
     @property
     def n_frames(self) -> int:
         return len(self.frames)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """The pictures' height and width."""
+        n, a, b = self.frames.shape[:3]
+        return (a, b) if self.pix_fmt == "bgr24" else (a * 2 // 3, b)
 
     def close(self) -> None:
         if self.decoder is not None:
@@ -162,16 +171,19 @@ class Template:
 
 def load_template(path: str | Path, fps: float, start_s: float = 0.0,
                   config: TrackerConfig = TrackerConfig(), max_frames: int | None = None,
-                  use_cache: bool = True) -> Template:
+                  use_cache: bool = True, pix_fmt: PixelFormat = "bgr24") -> Template:
     """Decode (to a temporary raw file) and track a template video or image; with
     ``max_frames``, only as many frames as will be shown. A video's face detections are
-    kept in the cache (cache.TemplateCache) and read back by later renders."""
+    kept in the cache (cache.TemplateCache) and read back by later renders. ``pix_fmt``:
+    how the frames are wanted; a still image, or odd sizes, give BGR (Template.pix_fmt)."""
     path = Path(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _load_image(path, fps, config)
     info = probe(path)
     if not info.has_video:
         raise InputFileError(path, "has no video stream", "Give a video or an image of the face.")
+    if not supports(pix_fmt, info.height, info.width):
+        pix_fmt = "bgr24"
     if info.truncated:
         tqdm.write(f"warning: {path} is truncated (it ends before its own index says): only "
                    f"{info.n_frames} of ~{round(info.duration_s * info.fps)} frames can be read "
@@ -184,15 +196,18 @@ def load_template(path: str | Path, fps: float, start_s: float = 0.0,
     detections = cache.load(n_max) if cache is not None else None
     if detections is not None and cache is not None:
         shown_again = max_frames is None or max_frames > len(detections)
-        template = _decode_behind(path, info, fps, start_s, len(detections), shown_again)
+        template = _decode_behind(path, info, fps, start_s, len(detections), shown_again,
+                                  pix_fmt)
         template.cache_note = f"template tracking read from the cache ({cache.file.name})"
     else:
-        template, detections = _decode(path, info, fps, start_s, n_max, FaceTracker(config))
+        template, detections = _decode(path, info, fps, start_s, n_max, FaceTracker(config),
+                                       pix_fmt)
         if cache is not None:
             template.cache_note = f"template tracked ({cache.why_not()}) and cached"
             cache.save(detections)
     template.track = tracks_from_points(list(detections.points), list(detections.status), fps,
                                         config, detections.multi_face_frames)
+    template.cache = cache
     return template
 
 
@@ -209,7 +224,7 @@ def _load_image(path: Path, fps: float, config: TrackerConfig) -> Template:
 
 
 def _decode(path: Path, info: MediaInfo, fps: float, start_s: float, n_max: int,
-            tracker: FaceTracker) -> tuple[Template, Detections]:
+            tracker: FaceTracker, pix_fmt: PixelFormat) -> tuple[Template, Detections]:
     """Up to ``n_max`` frames from ``start_s`` into a raw file (the Template, its track
     still to be made) and their face detections."""
     tmpdir = tempfile.TemporaryDirectory(prefix="hygie-template-")
@@ -219,14 +234,14 @@ def _decode(path: Path, info: MediaInfo, fps: float, start_s: float, n_max: int,
     seconds = {"decode": 0.0, "track": 0.0}
     n, since, complete = 0, time.perf_counter(), True
     with raw.open("wb") as store:
-        for frame in read_frames(path, fps=fps, start_s=start_s, info=info):
+        for frame in read_frames(path, fps=fps, start_s=start_s, info=info, pix_fmt=pix_fmt):
             if n == n_max:
                 complete = False
                 break
             store.write(frame.tobytes())
             now = time.perf_counter()
             seconds["decode"] += now - since
-            p, status = tracker.step(frame)
+            p, status = tracker.step(to_bgr(frame))
             points.append(p if p is not None else np.full((tracker.n_points, 3), np.nan,
                                                           np.float32))
             statuses.append(status)
@@ -240,20 +255,20 @@ def _decode(path: Path, info: MediaInfo, fps: float, start_s: float, n_max: int,
                              "Use a smaller --start.")
     detections = Detections(np.stack(points).astype(np.float32), np.array(statuses, np.uint8),
                             tracker.multi_face_frames, complete)
-    template = Template(RawFrames(raw, n, (info.height, info.width, 3)), NO_TRACK, fps,
-                        tmpdir, seconds)
+    template = Template(RawFrames(raw, n, frame_shape(info.height, info.width, pix_fmt)),
+                        NO_TRACK, fps, pix_fmt, tmpdir, seconds)
     return template, detections
 
 
 def _decode_behind(path: Path, info: MediaInfo, fps: float, start_s: float, n: int,
-                   shown_again: bool) -> Template:
+                   shown_again: bool, pix_fmt: PixelFormat) -> Template:
     """The template's ``n`` frames from ``start_s``, decoded by a thread while the caller
     goes on (its tracking is known: cache.py); a frame read before it is decoded waits."""
     tmpdir = tempfile.TemporaryDirectory(prefix="hygie-template-")
     raw = Path(tmpdir.name) / "frames.u8"
     raw.touch()
-    frames = LiveFrames(raw, n, (info.height, info.width, 3), shown_again)
-    template = Template(frames, NO_TRACK, fps, tmpdir, {"decode": 0.0})
+    frames = LiveFrames(raw, n, frame_shape(info.height, info.width, pix_fmt), shown_again)
+    template = Template(frames, NO_TRACK, fps, pix_fmt, tmpdir, {"decode": 0.0})
     stop = threading.Event()
     thread = threading.Thread(target=_fill, args=(template, frames, path, info, start_s, stop),
                               name="template-decode", daemon=True)
@@ -268,7 +283,8 @@ def _fill(template: Template, frames: LiveFrames, path: Path, info: MediaInfo, s
     n, since = 0, time.perf_counter()
     try:
         with frames.path.open("wb") as store:
-            for frame in read_frames(path, fps=template.fps, start_s=start_s, info=info):
+            for frame in read_frames(path, fps=template.fps, start_s=start_s, info=info,
+                                     pix_fmt=template.pix_fmt):
                 if stop.is_set() or n == len(frames):
                     break
                 if frames.revisit:

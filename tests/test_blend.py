@@ -39,3 +39,39 @@ def test_poisson_changes_only_the_mask_region() -> None:
                             (frame.shape[1], frame.shape[0])) > 1e-3
     assert np.array_equal(got[~region], frame[~region])
     assert np.abs(got[region].astype(int) - frame[region]).mean() > 3
+
+
+def test_membrane_keeps_the_known_values_and_fills_smoothly() -> None:
+    from hygie_w2l.blend import membrane
+
+    h, w = 60, 80
+    known = np.zeros((h, w), np.float32)
+    known[0, :] = known[-1, :] = known[:, 0] = known[:, -1] = 1
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = np.stack([xs, ys, 0 * xs + 7], -1)  # harmonic: the interior must follow it
+    field = membrane(ramp * known[..., None], known)
+    np.testing.assert_allclose(field[known > 0], ramp[known > 0], atol=1e-4)
+    assert np.abs(field - ramp)[10:-10, 10:-10].max() < 6.0  # of a 0..80 ramp
+
+
+def test_poisson_is_close_to_opencvs_seamless_clone() -> None:
+    frame, crop, mask, m = _scene()
+    crop = cv2.add(crop, (40, -30, 20, 0))  # a colour the blend must take away
+    ours = paste(frame, crop, mask, m, "poisson", colour_correct=False)
+    region = cv2.warpAffine(mask.astype(np.float32), invert(m),
+                            (frame.shape[1], frame.shape[0]))
+    y, x = np.nonzero(region > 1e-3)
+    box = (slice(y.min(), y.max() + 1), slice(x.min(), x.max() + 1))
+    placed = cv2.warpAffine(crop, invert(m), (frame.shape[1], frame.shape[0]),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    soft = region[box]
+    binary = (soft > 0.5).astype(np.uint8) * 255
+    binary[0, :] = binary[-1, :] = binary[:, 0] = binary[:, -1] = 0
+    bx, by, bw, bh = cv2.boundingRect(binary)
+    cloned = cv2.seamlessClone(np.ascontiguousarray(placed[box]),
+                               np.ascontiguousarray(frame[box]), binary,
+                               (bx + bw // 2, by + bh // 2), cv2.NORMAL_CLONE)
+    want = soft[..., None] * cloned + (1 - soft[..., None]) * frame[box]
+    err = np.abs(ours[box].astype(float) - want)[soft > 1e-3]
+    shift = np.abs(placed[box].astype(float) - want)[soft > 1e-3]
+    assert err.mean() < 0.25 * shift.mean() and err.mean() < 4.0

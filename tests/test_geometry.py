@@ -120,3 +120,31 @@ def test_generator_mask_is_fixed_and_covers_lips_and_jaw() -> None:
     assert m[64, 64] > 0.99 and m[110, 64] > 0.99  # lips and jaw
     assert m[5, 64] < 0.01 and m[5, 5] < 0.01  # nose base and a corner stay visible
     assert np.array_equal(m, geometry.generator_mask(128))
+
+
+def test_the_batched_geometry_is_the_per_frame_geometry() -> None:
+    """Tracks and crop plans are computed for all frames at once: each frame's result is
+    the one-frame function's, in any batch."""
+    rng = np.random.default_rng(1)
+    faces = np.stack([_face(cx=200 + 30 * rng.random(), cy=220 + 20 * rng.random(),
+                            scale=0.8 + 0.6 * rng.random()) for _ in range(6)])
+    theta = np.radians(12.0)  # one of them tilted
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    faces[2] = (faces[2] - faces[2].mean(0)) @ rot.T + faces[2].mean(0)
+    hw = geometry.hd_patch_size(60.0)
+    batched = geometry.eye_frames(faces)
+    hd = geometry.hd_affines(faces, hw)
+    rel = (0.1, 1.2, 0.9)
+    placed = geometry.placed_boxes(faces, rel)
+    rigid = geometry.rigid_points(faces)
+    for i, lm in enumerate(faces):
+        one = geometry.eye_frames(lm[None])
+        for a, b in zip(one, batched, strict=True):
+            np.testing.assert_allclose(a[0], b[i], atol=1e-9)
+        np.testing.assert_allclose(geometry.hd_affine(lm, hw), hd[i], atol=1e-9)
+        np.testing.assert_allclose(geometry.placed_box(lm, rel).as_array(), placed[i])
+        np.testing.assert_allclose(geometry.similarity_fit(rigid[i], rigid[0]),
+                                   geometry.similarity_fit(rigid, rigid[0])[i], atol=1e-9)
+    # the similarity fit recovers a known rotation, scale and shift
+    m = geometry.similarity_fit(rigid[0], rigid[0] @ (1.5 * rot).T + (3.0, -4.0))
+    np.testing.assert_allclose(m, np.hstack([1.5 * rot, [[3.0], [-4.0]]]), atol=1e-9)

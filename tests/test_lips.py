@@ -126,6 +126,25 @@ def test_a_lips_render_lasts_the_audio_and_touches_only_the_lower_face(
         tracked.close()
 
 
+def test_a_second_lips_render_reads_the_templates_features_back(
+        lips_run: Path, synth_clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The skin colour under each template frame's mouth is kept with its tracking: the
+    second render computes none of it and makes the same video; frames stay I420."""
+    monkeypatch.setenv("HYGIE_CACHE", str(tmp_path / "cache"))
+    template, _ = synth_clip
+    run = lips_run / "runs" / "person" / "lips"
+    config = RenderConfig(engine=EngineConfig(device="cpu"))
+    render(template, template, run, tmp_path / "a.mp4", config)
+    kept = list((tmp_path / "cache" / "templates").glob("*.lips-context*-i420.npy"))
+    assert len(kept) == 1
+    contexts, stamp = np.load(kept[0]), kept[0].stat().st_mtime_ns
+    assert np.isfinite(contexts).all(axis=1).sum() > 40
+    render(template, template, run, tmp_path / "b.mp4", config)
+    assert kept[0].stat().st_mtime_ns == stamp  # nothing new to keep
+    a, b = (np.stack(list(media.read_frames(tmp_path / f"{n}.mp4"))) for n in "ab")
+    assert np.array_equal(a, b)
+
+
 def test_a_lips_run_without_a_library_says_how_to_build_one(fitted, synth_clip,
                                                             tmp_path: Path) -> None:
     model, _ = fitted

@@ -36,6 +36,7 @@ from hygie_w2l.chain import (
 )
 from hygie_w2l.crops import CropConfig, CropPlan
 from hygie_w2l.dataset import PreparedDataset
+from hygie_w2l.pixels import PixelFormat
 from hygie_w2l.types import CropKind, GeneratorArch, Image
 
 
@@ -54,6 +55,7 @@ class Generator(abc.ABC):
     int8_refusal: ClassVar[str | None] = "it has no ONNX engine"  # None: INT8 allowed
     needs_library: ClassVar[bool] = False  # draws its mouths from the person's library
     preset_section: ClassVar[str] = "generator"  # its settings in presets/*.toml
+    pixel_format: ClassVar[PixelFormat] = "bgr24"  # how its render holds frames (pixels.py)
 
     @classmethod
     @abc.abstractmethod

@@ -1,0 +1,80 @@
+"""I420 frames (the lips path's): a region read as BGR, edited and written back changes only
+that region, and the untouched pixels come back as they were."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from hygie_w2l import pixels
+from hygie_w2l.compose import compose_lips
+from hygie_w2l.library import lip_points
+
+
+def _picture(h: int = 120, w: int = 160) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (h // 8, w // 8, 3), np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)  # smooth, like video
+
+
+def test_shapes_and_sizes() -> None:
+    assert pixels.frame_shape(720, 1280, "yuv420p") == (1080, 1280)
+    assert pixels.frame_shape(720, 1280, "bgr24") == (720, 1280, 3)
+    assert pixels.supports("yuv420p", 720, 1280) and not pixels.supports("yuv420p", 721, 1280)
+    assert pixels.frame_hw(np.zeros((1080, 1280), np.uint8)) == (720, 1280)
+    i420 = np.zeros((1080, 1280), np.uint8)
+    assert pixels.align((3, 5, 101, 99), i420) == (2, 4, 102, 100)
+    assert pixels.align((3, 5, 101, 99), np.zeros((720, 1280, 3), np.uint8)) == (3, 5, 101, 99)
+
+
+def test_a_region_round_trips_and_only_it_changes() -> None:
+    bgr = _picture()
+    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+    roi = (40, 30, 100, 90)
+    region = pixels.read_region(i420, roi)
+    assert np.abs(region.astype(int) - pixels.to_bgr(i420)[30:90, 40:100]).max() == 0
+    back = np.abs(pixels.with_region(i420, roi, region).astype(int) - i420)
+    # BT.601 both ways: within a level, but where a colour outside BGR's cube was clipped
+    assert back.mean() < 0.05 and (back > 1).mean() < 0.005
+    edited = pixels.with_region(i420, roi, np.full_like(region, 200))
+    changed = np.abs(pixels.to_bgr(edited).astype(int) - pixels.to_bgr(i420)).max(-1) > 0
+    ys, xs = np.nonzero(changed)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (30, 89, 40, 99)
+    assert (i420 == cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)).all()  # the input is kept
+
+
+def test_warp_affine_reads_only_what_it_needs_and_matches_the_whole_frame() -> None:
+    bgr = _picture()
+    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+    whole = pixels.to_bgr(i420)
+    for m in (np.array([[1.5, 0.2, -60.0], [-0.2, 1.5, -40.0]]),  # inside
+              np.array([[1.0, 0.0, 30.0], [0.0, 1.0, 20.0]])):  # past the frame's corner
+        got = pixels.warp_affine(i420, m, (64, 48))
+        want = cv2.warpAffine(whole, m, (64, 48), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        assert np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_compose_lips_on_i420_is_compose_lips_on_bgr(synth_clip) -> None:
+    from hygie_w2l import media
+    from hygie_w2l.face_tracker import FaceTracker
+
+    frames = [f for _, f in zip(range(30), media.read_frames(synth_clip[0]), strict=False)]
+    tracker = FaceTracker()
+    points = [tracker.step(f)[0] for f in (frames[5], frames[25])]
+    tracker.close()
+    assert all(p is not None for p in points)
+    lm = np.asarray(points[0])[:, :2]
+    lips = lip_points(lm)
+    target = lips + (0.0, 2.0) * (np.arange(len(lips)) % 2)[:, None]  # a little more open
+    patch = frames[25][100:200, 60:190].copy()
+    patch_points = lip_points(np.asarray(points[1])[:, :2]) - (60, 100)
+    bgr = cv2.cvtColor(cv2.cvtColor(frames[5], cv2.COLOR_BGR2YUV_I420), cv2.COLOR_YUV2BGR_I420)
+    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+    a = compose_lips(bgr, lm, target, patch, patch_points, mode="poisson")
+    b = pixels.to_bgr(compose_lips(i420, lm, target, patch, patch_points, mode="poisson"))
+    changed = np.abs(a.astype(int) - bgr).max(-1) > 0
+    assert changed.sum() > 500
+    # the same edit, but for I420's chroma (one sample per 2x2 pixels)
+    assert np.abs(a.astype(int) - b)[changed].mean() < 3
+    assert np.abs(b.astype(int) - bgr)[~changed].mean() < 0.1
