@@ -22,6 +22,7 @@ from hygie_w2l.geometry import (
     outer_ring_affine,
     polygon_mask,
     transform_points,
+    translated,
 )
 from hygie_w2l.landmarks import mesh_connections, mouth_axes
 from hygie_w2l.library import lip_points
@@ -60,8 +61,7 @@ def piecewise_affine_map(src_pts: np.ndarray, dst_pts: np.ndarray,
     x1, y1, x2, y2 = roi
     local = (dst_pts - (x1, y1)).astype(np.float64)
     tri = Delaunay(local, qhull_options="QJ").simplices  # (T, 3)
-    outside = fallback + np.array([[0, 0, fallback[0, 0] * x1 + fallback[0, 1] * y1],
-                                   [0, 0, fallback[1, 0] * x1 + fallback[1, 1] * y1]])
+    outside = translated(fallback, (x1, y1))
     mats = np.concatenate([outside[None], _triangle_affines(local[tri],
                                                             src_pts[tri].astype(np.float64),
                                                             outside)]).astype(np.float32)
@@ -117,7 +117,15 @@ def compose(frame: np.ndarray, lips: np.ndarray, patch: np.ndarray, patch_points
     blended by ``strength``; ``dilate``: the mask's growth, in mouth widths."""
     if strength <= 0:
         return frame
-    src, dst, m = _patch_points(lips, patch, patch_points)
+    return _compose(frame, lips, patch, _patch_points(lips, patch, patch_points), strength,
+                    region, mode, dilate)
+
+
+def _compose(frame: np.ndarray, lips: np.ndarray, patch: np.ndarray,
+             control: tuple[np.ndarray, np.ndarray, Affine], strength: float, region: Region,
+             mode: BlendMode, dilate: float) -> np.ndarray:
+    """:func:`compose` with the patch warp's control points (:func:`_patch_points`) given."""
+    src, dst, m = control
     roi = _roi(dst, frame.shape[:2])
     if roi is None:
         return frame
@@ -222,7 +230,8 @@ def compose_lips(frame: np.ndarray, landmarks: Landmarks, target: np.ndarray,
     hw = frame_hw(frame)
     width = float(np.ptp(lips[:len(lips) // 2, 0]))
     face = _roi(np.concatenate([lips, target, *jaw]), hw, JAW_MARGIN * width)
-    mouth = _roi(_patch_points(target, patch, patch_points)[1], hw)
+    src, dst, m = _patch_points(target, patch, patch_points)
+    mouth = _roi(dst, hw)
     if face is None or mouth is None:
         return frame
     roi = align((min(face[0], mouth[0]), min(face[1], mouth[1]),
@@ -231,6 +240,6 @@ def compose_lips(frame: np.ndarray, landmarks: Landmarks, target: np.ndarray,
     local = (face[0] - roi[0], face[1] - roi[1], face[2] - roi[0], face[3] - roi[1])
     region = read_region(frame, roi)
     region = warp_lower_face(region, lips - o, target - o, (jaw[0] - o, jaw[1] - o), local)
-    region = compose(region, target - o, patch, patch_points, strength, "lips", mode,
-                     LIPS_DILATE)
+    region = _compose(region, target - o, patch, (src, dst - o, translated(m, o)), strength,
+                      "lips", mode, LIPS_DILATE)
     return with_region(frame, roi, region)

@@ -236,8 +236,6 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
-
-
 def head_poses_deg(points3d: np.ndarray) -> np.ndarray:
     """Approximate (yaw, pitch, roll) in degrees of N frames' 3-D landmarks (N, P, 3):
     (N, 3) float32. The face plane's normal (least-variance axis of the points) gives yaw

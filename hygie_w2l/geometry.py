@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from hygie_w2l.landmarks import (
+    farthest_pairs,
     mesh_connections,
     mouth_axes_of,
     outer_inner_rings,
@@ -112,14 +113,6 @@ def eye_indices() -> tuple[list[int], list[int]]:
             sorted({i for e in mesh.FACEMESH_LEFT_EYE for i in e}))
 
 
-def farthest_pairs(rings: np.ndarray) -> np.ndarray:
-    """(N, 2, 2): the two points farthest apart of each ring (N, K, 2), in ring order."""
-    d = ((rings[:, :, None] - rings[:, None]) ** 2).sum(-1)  # (N, K, K)
-    i, j = np.unravel_index(d.reshape(len(rings), -1).argmax(1), d.shape[1:])
-    n = np.arange(len(rings))
-    return np.stack([rings[n, i], rings[n, j]], 1)
-
-
 def eye_corners(landmarks: np.ndarray) -> np.ndarray:
     """(N, 2, 2, 2) for the landmarks of N frames (N, P, 2+): each eye's two corners (its
     ring's farthest pair), the image-left eye first."""
@@ -145,8 +138,6 @@ def eye_frames(landmarks: np.ndarray
     iod = np.linalg.norm(right - left, axis=1)
     u = (right - left) / np.maximum(iod, 1e-6)[:, None]
     return (left + right) / 2, u, np.stack([-u[:, 1], u[:, 0]], 1), iod
-
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +208,13 @@ def box_affine(box: SquareBox, size_px: int) -> Affine:
     return np.array([[s, 0, size_px / 2 - s * box.cx], [0, s, size_px / 2 - s * box.cy]])
 
 
+def translated(m: Affine, origin: np.ndarray | tuple[float, float]) -> Affine:
+    """``m`` for points given relative to ``origin`` (x, y): p -> m (p + origin)."""
+    out = np.array(m, np.float64)
+    out[:, 2] += out[:, :2] @ np.asarray(origin, np.float64)
+    return out
+
+
 def invert(m: Affine) -> Affine:
     return cv2.invertAffineTransform(m.astype(np.float64))
 
@@ -269,10 +267,6 @@ def mouth_corners_of(outer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     centre, u, _ = mouth_axes_of(outer)
     proj = np.einsum("nkd,nd->nk", outer - centre[:, None], u)
     return centre + proj.min(1)[:, None] * u, centre + proj.max(1)[:, None] * u
-
-
-
-
 
 
 def corner_affines(left: np.ndarray, right: np.ndarray, patch_hw: tuple[int, int]

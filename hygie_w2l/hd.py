@@ -15,7 +15,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-import cv2
 import numpy as np
 
 from hygie_w2l.audio import MelSource
@@ -23,18 +22,19 @@ from hygie_w2l.blend import BlendMode
 from hygie_w2l.chain import Frame, StageContext, Timer
 from hygie_w2l.compose import compose, compose_lips
 from hygie_w2l.errors import HygieError
-from hygie_w2l.geometry import hd_affine, invert, transform_points
+from hygie_w2l.geometry import invert, transform_points
 from hygie_w2l.library import (
     CONTEXT_NAMES,
     CONTEXT_VERSION,
     IndexError_,
     MouthLibrary,
+    appearance_pixels,
+    canonical_mouth,
     context_features,
-    describe_frame,
     lip_points,
+    shape_code,
 )
 from hygie_w2l.lips import CODE_DIMS, LipsModel, stream_codes
-from hygie_w2l.pixels import warp_affine
 from hygie_w2l.temporal import TemporalChooser
 from hygie_w2l.types import Landmarks
 
@@ -204,13 +204,13 @@ class HDStage:
             self.held.assign(self.chooser.flush())
             self.held.append(_Waiting(f, None))
             return
-        shape, pixels, m = describe_frame(f.image, lm, self.library.patch_hw)
+        hw = self.library.patch_hw
+        patch, points, _ = canonical_mouth(f.image, lm, hw)
+        shape, pixels = shape_code(points, hw), appearance_pixels(patch)
         if self.shapes is not None:
             if self.codes is not None and self.config.query == "predicted":
                 shape = self.codes[f.audio]
-            patch = cv2.warpAffine(f.image, m, self.library.patch_hw[::-1],
-                                   flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-            context = context_features(patch, transform_points(lip_points(lm), m),
+            context = context_features(patch, points,
                                        np.zeros(3) if self.pose is None else self.pose[f.t])
             d, ids = self.shapes.search(shape[None], context[None], self.config.k)
         else:
@@ -399,10 +399,8 @@ class LipsStage:
             self._contexts_name = f"lips-context{CONTEXT_VERSION}-{hw[0]}x{hw[1]}-{fmt}"
             self._contexts = self._load_contexts(len(self.context.plan))
         if np.isnan(self._contexts[f.t]).any():
-            m = hd_affine(f.landmarks, hw)
-            patch = warp_affine(f.source, m, (hw[1], hw[0]), cv2.INTER_AREA)
-            self._contexts[f.t] = context_features(
-                patch, transform_points(lip_points(f.landmarks), m), self.context.pose[f.t])
+            patch, points, _ = canonical_mouth(f.source, f.landmarks, hw)
+            self._contexts[f.t] = context_features(patch, points, self.context.pose[f.t])
             self._computed += 1
         return self._contexts[f.t]
 

@@ -87,20 +87,26 @@ def outer_rings(landmarks: np.ndarray) -> np.ndarray:
     lm = landmarks[..., :2]
     if lm.shape[1] == 68:
         return lm[:, list(IBUG_OUTER_LIPS)]
-    a, b = (lm[:, list(ring)].astype(np.float64) for ring in lip_rings())
+    a, b = (lm[:, list(ring)] for ring in lip_rings())
     area = [0.5 * np.abs((r[..., 0] * np.roll(r[..., 1], -1, 1)).sum(1)
-                         - (r[..., 1] * np.roll(r[..., 0], -1, 1)).sum(1)) for r in (a, b)]
-    return np.where((area[0] >= area[1])[:, None, None], lm[:, list(lip_rings()[0])],
-                    lm[:, list(lip_rings()[1])])
+                         - (r[..., 1] * np.roll(r[..., 0], -1, 1)).sum(1))
+            for r in (a.astype(np.float64), b.astype(np.float64))]
+    return np.where((area[0] >= area[1])[:, None, None], a, b)
+
+
+def farthest_pairs(rings: np.ndarray) -> np.ndarray:
+    """(N, 2, 2): the two points farthest apart of each ring (N, K, 2), in ring order."""
+    d = ((rings[:, :, None] - rings[:, None]) ** 2).sum(-1)  # (N, K, K)
+    i, j = np.unravel_index(d.reshape(len(rings), -1).argmax(1), d.shape[1:])
+    n = np.arange(len(rings))
+    return np.stack([rings[n, i], rings[n, j]], 1)
 
 
 def mouth_axes_of(outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`mouth_axes` of N outer rings (N, K, 2): centres, u and v axes, each (N, 2)."""
     centre = outer.mean(axis=1)
-    d = ((outer[:, :, None] - outer[:, None]) ** 2).sum(-1)
-    i, j = np.unravel_index(d.reshape(len(outer), -1).argmax(1), d.shape[1:])
-    n = np.arange(len(outer))
-    pi, pj = outer[n, i], outer[n, j]
+    pairs = farthest_pairs(outer)
+    pi, pj = pairs[:, 0], pairs[:, 1]
     first = (pi[:, 0] <= pj[:, 0])[:, None]
     left, right = np.where(first, pi, pj), np.where(first, pj, pi)
     u = (right - left) / np.maximum(np.linalg.norm(right - left, axis=1), 1e-6)[:, None]
@@ -108,14 +114,10 @@ def mouth_axes_of(outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def mouth_axes(outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre, unit horizontal axis (corner to corner) and unit vertical axis of a mouth."""
-    centre = outer.mean(axis=0)
-    d = outer[:, None, :] - outer[None, :, :]
-    i, j = np.unravel_index(np.argmax((d ** 2).sum(-1)), d.shape[:2])
-    left, right = (outer[i], outer[j]) if outer[i, 0] <= outer[j, 0] else (outer[j], outer[i])
-    u = (right - left) / max(float(np.linalg.norm(right - left)), 1e-6)
-    v = np.array([-u[1], u[0]])  # points down the image when the face is upright
-    return centre, u, v
+    """Centre, unit horizontal axis (corner to corner) and unit vertical axis (pointing down
+    the image when the face is upright) of a mouth's outer ring (K, 2)."""
+    centre, u, v = mouth_axes_of(outer[None])
+    return centre[0], u[0], v[0]
 
 
 def mouth_widths(landmarks: np.ndarray) -> np.ndarray:
@@ -128,10 +130,7 @@ def mouth_widths(landmarks: np.ndarray) -> np.ndarray:
 
 def mouth_width(landmarks: Landmarks) -> float:
     """Corner-to-corner width of the outer lip contour, in pixels."""
-    outer, _ = outer_inner_rings(landmarks)
-    _, u, _ = mouth_axes(outer)
-    proj = outer @ u
-    return float(proj.max() - proj.min())
+    return float(mouth_widths(landmarks[None])[0])
 
 
 def mouth_opening(landmarks: Landmarks) -> float:

@@ -44,6 +44,7 @@ from hygie_w2l.atomic import not_an_input, replace_folder, writable_folder
 from hygie_w2l.errors import HygieError
 from hygie_w2l.geometry import hd_affine, polygon_mask, transform_points
 from hygie_w2l.landmarks import outer_inner_rings
+from hygie_w2l.pixels import warp_affine
 from hygie_w2l.prepare import DATASET_FORMAT_VERSION
 from hygie_w2l.storage import ChunkedArray, ChunkWriter, read_json
 from hygie_w2l.types import Affine, Landmarks
@@ -153,14 +154,14 @@ def context_features(patch: np.ndarray, points: np.ndarray, pose_deg: np.ndarray
     return np.concatenate([np.nan_to_num(pose_deg), colour]).astype(np.float32)
 
 
-def describe_frame(frame: np.ndarray, landmarks: Landmarks, patch_hw: tuple[int, int]
-                   ) -> tuple[np.ndarray, np.ndarray, Affine]:
-    """(shape code, appearance pixels, frame -> canonical matrix) of the mouth in a frame."""
+def canonical_mouth(frame: np.ndarray, landmarks: Landmarks, patch_hw: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray, Affine]:
+    """(patch, its lip points (40, 2), frame -> canonical matrix): the mouth of a frame (BGR
+    or I420: pixels.py) in the canonical mouth frame."""
     m = hd_affine(landmarks, patch_hw)
-    patch = cv2.warpAffine(frame, m, (patch_hw[1], patch_hw[0]), flags=cv2.INTER_AREA,
-                           borderMode=cv2.BORDER_REPLICATE)
-    pts = transform_points(lip_points(landmarks), m)
-    return shape_code(pts, patch_hw), appearance_pixels(patch), m
+    patch = warp_affine(frame, m, (patch_hw[1], patch_hw[0]), cv2.INTER_AREA)
+    return patch, transform_points(lip_points(landmarks), m), m
+
 
 
 def simulate_generator_blur(patch: np.ndarray, mouth_width_px: float) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from hygie_w2l.geometry import translated
 from hygie_w2l.types import Affine
 
 PixelFormat = Literal["bgr24", "yuv420p"]  # ffmpeg's names: what the pipes carry
@@ -31,17 +32,19 @@ def supports(fmt: PixelFormat, height: int, width: int) -> bool:
     return fmt == "bgr24" or (height % 2 == 0 and width % 2 == 0)
 
 
+def picture_hw(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(height, width) of the picture a frame of this array shape holds (either format)."""
+    return (shape[0], shape[1]) if len(shape) == 3 else (shape[0] * 2 // 3, shape[1])
+
+
 def frame_hw(frame: np.ndarray) -> tuple[int, int]:
     """(height, width) of the picture a frame of either format holds."""
-    return (frame.shape[0], frame.shape[1]) if frame.ndim == 3 else \
-        (frame.shape[0] * 2 // 3, frame.shape[1])
+    return picture_hw(frame.shape)
 
 
 def to_bgr(frame: np.ndarray) -> np.ndarray:
     """The whole picture as BGR (the frame itself when it already is)."""
     return frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
-
-
 
 
 def align(roi: Roi, frame: np.ndarray) -> Roi:
@@ -110,7 +113,5 @@ def warp_affine(frame: np.ndarray, m: Affine, size: tuple[int, int],
     if roi[2] - roi[0] < 2 or roi[3] - roi[1] < 2:  # all outside: the nearest edge pixels
         return cv2.warpAffine(to_bgr(frame), m, size, flags=flags,
                               borderMode=cv2.BORDER_REPLICATE)
-    shifted = np.asarray(m, np.float64).copy()
-    shifted[:, 2] += shifted[:, :2] @ np.array(roi[:2], np.float64)
-    return cv2.warpAffine(read_region(frame, roi), shifted, size, flags=flags,
+    return cv2.warpAffine(read_region(frame, roi), translated(m, roi[:2]), size, flags=flags,
                           borderMode=cv2.BORDER_REPLICATE)

@@ -28,7 +28,7 @@ from hygie_w2l.cache import Detections, TemplateCache
 from hygie_w2l.errors import InputFileError
 from hygie_w2l.face_tracker import FaceTracker, Track, TrackerConfig, tracks_from_points
 from hygie_w2l.media import MediaInfo, probe, read_frames
-from hygie_w2l.pixels import PixelFormat, frame_shape, supports, to_bgr
+from hygie_w2l.pixels import PixelFormat, frame_shape, picture_hw, supports, to_bgr
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 LoopMode = Literal["pingpong", "wrap"]
@@ -153,8 +153,7 @@ class Template:
     @property
     def hw(self) -> tuple[int, int]:
         """The pictures' height and width."""
-        n, a, b = self.frames.shape[:3]
-        return (a, b) if self.pix_fmt == "bgr24" else (a * 2 // 3, b)
+        return picture_hw(self.frames.shape[1:])
 
     def close(self) -> None:
         if self.decoder is not None:

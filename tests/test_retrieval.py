@@ -21,9 +21,11 @@ from hygie_w2l.library import (
     IndexConfig,
     IndexError_,
     MouthLibrary,
+    appearance_pixels,
     build_index,
-    describe_frame,
+    canonical_mouth,
     lip_points,
+    shape_code,
 )
 from hygie_w2l.render import RenderConfig, render
 from hygie_w2l.temporal import TemporalChooser, viterbi
@@ -47,17 +49,24 @@ def _frame_and_landmarks(clip: Path, index: int = 30) -> tuple[np.ndarray, np.nd
     return frame, lm
 
 
+def describe_frame(frame: np.ndarray, lm: np.ndarray, hw: tuple[int, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(shape code, appearance pixels) of the mouth in a frame, as the HD stage queries."""
+    patch, points, _ = canonical_mouth(frame, lm, hw)
+    return shape_code(points, hw), appearance_pixels(patch)
+
+
 def test_descriptor_ignores_where_the_mouth_is(synth_clip) -> None:
     frame, lm = _frame_and_landmarks(synth_clip[0])
     hw = hd_patch_size(mouth_width(lm))
-    shape, pixels, _ = describe_frame(frame, lm, hw)
+    shape, pixels = describe_frame(frame, lm, hw)
     h, w = frame.shape[:2]
     for angle, scale, shift in [(0, 1.0, (17, -9)), (0, 1.4, (0, 0)), (8, 0.8, (5, 12))]:
         m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
         m[:, 2] += shift
         moved = cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REFLECT)
-        s2, p2, _ = describe_frame(moved, transform_points(lm, m), hw)
+        s2, p2 = describe_frame(moved, transform_points(lm, m), hw)
         assert np.abs(s2 - shape).max() < 1e-4, (angle, scale, shift)
         assert np.corrcoef(p2, pixels)[0, 1] > 0.97, (angle, scale, shift)
     # and a different mouth shape does change it
@@ -66,7 +75,7 @@ def test_descriptor_ignores_where_the_mouth_is(synth_clip) -> None:
     lower = [i for i in range(len(lm)) if any((lm[i] == p).all() for p in inner)
              and lm[i, 1] > inner[:, 1].mean()]
     opened[lower, 1] += 0.2 * mouth_width(lm)
-    s3, _, _ = describe_frame(frame, opened, hw)
+    s3, _ = describe_frame(frame, opened, hw)
     assert np.abs(s3 - shape).max() > 0.05
 
 
