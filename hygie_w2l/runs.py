@@ -10,10 +10,13 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
+import threading
 import tomllib
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
+from types import FrameType
 from typing import Any, Literal
 
 import torch
@@ -171,6 +174,57 @@ def batches(dataset: Dataset, batch_size: int, start_step: int, end_step: int,
 
 
 # ----------------------------------------------------------------------- run dir ----
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StepBoundary:
+    """Ctrl-C, SIGTERM and SIGHUP wait for the end of the current training step.
+
+    A stop that lands inside a step (after ``opt.step()`` but before the step is counted,
+    or before its log row is written) would save a checkpoint whose weights, step and log
+    disagree, and ``--resume`` would no longer continue exactly. Inside ``with
+    StepBoundary() as stop:`` the first such signal is only recorded; ``stop.check()`` at the
+    end of each step raises it there, through the handler that was installed before (the
+    CLI's ``Stopped``, Python's ``KeyboardInterrupt``). A second signal stops at once, and
+    ``stop.clean`` is then False: the caller keeps the last checkpoint instead of saving.
+    Signals whose handler would not raise (default, ignored) and other threads are left as
+    they are.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        self._pending: int | None = None
+        self.clean = True
+
+    def __enter__(self) -> StepBoundary:
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                handler = signal.getsignal(signum)
+                if callable(handler):
+                    self._previous[signum] = handler
+                    signal.signal(signum, self._defer)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _defer(self, signum: int, frame: FrameType | None) -> None:
+        if self._pending is not None:  # asked twice: stop now, mid-step
+            self.clean = False
+            self._previous[signum](signum, frame)
+            return
+        self._pending = signum
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping after this step (send it "
+                    "again to stop at once)\n".encode())
+
+    def check(self) -> None:
+        """At the end of a step: raise a stop that arrived during it."""
+        if self._pending is not None:
+            signum, self._pending = self._pending, None
+            self._previous[signum](signum, None)
+
 
 def _tensorboard(path: Path):  # type: ignore[no-untyped-def]
     """A TensorBoard writer in the run folder when tensorboard is installed, else None."""

@@ -23,6 +23,7 @@ from hygie_w2l.losses import cosine_bce
 from hygie_w2l.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from hygie_w2l.runs import (
     RunDir,
+    StepBoundary,
     TrainConfig,
     all_reduce_mean,
     batches,
@@ -124,39 +125,42 @@ def train_sync(dataset: str | Path, out: str | Path, config: TrainConfig,
     started, stopped = time.perf_counter(), False
     bar = tqdm(total=config.steps, initial=step, desc="train-sync", unit="step",
                disable=not is_main() or None)
-    try:
-        for batch in batches(train_set, config.batch_size, step, config.steps):
-            loss, correct, _ = _step(model, batch, device)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", acc=f"{float(correct):.2f}")
-            run.log(step, "train", {"loss": float(loss.detach()), "accuracy": float(correct),
-                                    "lr": config.lr, "seconds": time.perf_counter() - started})
-            if step % config.eval_every == 0 or step == config.steps:
-                val = evaluate_expert(model, val_set, config, device)
-                run.log(step, "val", val)
-                bar.write(f"step {step}: val loss {val['loss']:.4f}, "
-                          f"accuracy {val['accuracy']:.3f}")
-                if val["loss"] < best[0]:
-                    best, stale = (val["loss"], val["accuracy"]), 0
-                    _save(run.best, model, opt, step, best, stale, config, data)
-                else:
-                    stale += 1
-                stopped = stale >= config.patience
-            if step % config.checkpoint_every == 0 or step == config.steps or stopped:
+    with StepBoundary() as stop:
+        try:
+            for batch in batches(train_set, config.batch_size, step, config.steps):
+                loss, correct, _ = _step(model, batch, device)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", acc=f"{float(correct):.2f}")
+                run.log(step, "train", {"loss": float(loss.detach()), "accuracy": float(correct),
+                                        "lr": config.lr, "seconds": time.perf_counter() - started})
+                if step % config.eval_every == 0 or step == config.steps:
+                    val = evaluate_expert(model, val_set, config, device)
+                    run.log(step, "val", val)
+                    bar.write(f"step {step}: val loss {val['loss']:.4f}, "
+                              f"accuracy {val['accuracy']:.3f}")
+                    if val["loss"] < best[0]:
+                        best, stale = (val["loss"], val["accuracy"]), 0
+                        _save(run.best, model, opt, step, best, stale, config, data)
+                    else:
+                        stale += 1
+                    stopped = stale >= config.patience
+                if step % config.checkpoint_every == 0 or step == config.steps or stopped:
+                    _save(run.last, model, opt, step, best, stale, config, data)
+                if stopped:
+                    bar.write(f"early stop: no better validation loss in {stale} evaluations")
+                    break
+                stop.check()
+        except KeyboardInterrupt:
+            if stop.clean:  # stopped between steps: weights, step and log agree
                 _save(run.last, model, opt, step, best, stale, config, data)
-            if stopped:
-                bar.write(f"early stop: no better validation loss in {stale} evaluations")
-                break
-    except KeyboardInterrupt:
-        _save(run.last, model, opt, step, best, stale, config, data)
-        raise
-    except HygieError:
-        run.discard()
-        raise
-    finally:
-        bar.close()
+            raise
+        except HygieError:
+            run.discard()
+            raise
+        finally:
+            bar.close()
     return SyncSummary(run.path, step, best[0], best[1], init_note, stopped)

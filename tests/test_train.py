@@ -21,7 +21,7 @@ from hygie_w2l.errors import OutputError
 from hygie_w2l.evaluate import held_out_openings
 from hygie_w2l.metrics import pearson
 from hygie_w2l.models.checkpoint import build_model, load_checkpoint, save_official_layout
-from hygie_w2l.runs import resolve_config
+from hygie_w2l.runs import StepBoundary, resolve_config
 from hygie_w2l.train import train_generator
 from hygie_w2l.train_sync import train_sync
 from tests.conftest import run_cli
@@ -112,6 +112,35 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(dataset: Path, tmp_path: 
     rows = [line.split(",") for line in (run / "log.csv").read_text().splitlines()[1:]]
     train_steps = [int(r[0]) for r in rows if r[1] == "train"]
     assert train_steps == list(range(1, saved + 4)), train_steps
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signum)
+
+
+def test_a_stop_signal_waits_for_the_end_of_the_step() -> None:
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        with StepBoundary() as stop:  # one signal: recorded, raised at the step's end
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler has run by now, and raised nothing
+            with pytest.raises(_Stop):
+                stop.check()
+            assert stop.clean
+            stop.check()  # raised once only
+        with StepBoundary() as stop, pytest.raises(_Stop):  # asked twice: stops at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+        assert not stop.clean
+        assert signal.getsignal(signal.SIGTERM) is _raise_stop  # put back on leaving
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_wav2lip_fine_tunes_from_official_layout_weights(dataset: Path, tmp_path: Path) -> None:
