@@ -45,6 +45,11 @@ class ExportReport:
     relative_error: float
     int8_path: Path | None = None
     int8_relative_error: float | None = None
+    int8_max_levels: float | None = None  # the largest pixel error, in 8-bit levels
+
+    def int8_note(self) -> str:
+        return (f"INT8 vs fp32 on the first batch: max error {self.int8_max_levels:.1f} levels, "
+                f"relative {self.int8_relative_error:.1e}")
 
 
 def require_onnxruntime() -> Any:
@@ -123,8 +128,9 @@ def export_generator(model: nn.Module, generator: PixelGenerator, out: str | Pat
         return ExportReport(out, err)
     int8_path = out.with_suffix(".int8.onnx")
     quantize_int8(out, int8_path, feeds)
-    return ExportReport(out, err, int8_path, relative_error(run_onnx(int8_path, check),
-                                                            expected))
+    got = run_onnx(int8_path, check)
+    return ExportReport(out, err, int8_path, relative_error(got, expected),
+                        float(255 * np.abs(got - expected).max()))
 
 
 def _feeds(inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
@@ -173,10 +179,12 @@ def cache_dir() -> Path:
 
 
 def cached_export(model: nn.Module, generator: PixelGenerator, source: str | Path, int8: bool,
-                  calibration: Iterable[Feeds]) -> tuple[Path, bool]:
+                  calibration: Iterable[Feeds]) -> tuple[Path, bool, str]:
     """The ONNX model of checkpoint file ``source`` (INT8 when asked, calibrated on the
     first render's inputs), exported once and reused while the file is unchanged (keyed by
-    its path, size and modification time). Returns (path, whether it was reused)."""
+    its path, size and modification time). Returns (path, whether it was reused, and for
+    INT8 its error against fp32 as measured at export, kept beside it: a render that reuses
+    it runs no PyTorch forward pass to say it)."""
     from hygie_w2l import __version__
 
     st = Path(source).stat()
@@ -185,8 +193,13 @@ def cached_export(model: nn.Module, generator: PixelGenerator, source: str | Pat
                          f"{OPSET}|{__version__}".encode()).hexdigest()[:20]
     fp32 = cache_dir() / f"{key}.onnx"
     wanted = fp32.with_suffix(".int8.onnx") if int8 else fp32
-    if wanted.exists():
-        return wanted, True
+    note = wanted.with_suffix(".txt")
+    if wanted.exists() and (not int8 or note.exists()):
+        return wanted, True, note.read_text() if int8 else ""
     fp32.parent.mkdir(parents=True, exist_ok=True)
     report = export_generator(model, generator, fp32, int8=int8, calibration=calibration)
-    return (report.int8_path if int8 else report.path) or wanted, False
+    if not int8:
+        return report.path, False, ""
+    with atomic_path(note) as tmp:
+        tmp.write_text(report.int8_note())
+    return wanted, False, report.int8_note()

@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hygie_w2l.export import export_generator, fold_batchnorm
 from hygie_w2l.generators import generator_class
+from hygie_w2l.generators.base import PixelGenerator
 from hygie_w2l.types import GENERATOR_ARCHS
 
 
@@ -78,7 +79,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [r for arch in GENERATOR_ARCHS
+        rows = [r for arch in GENERATOR_ARCHS  # the pixel generators (lips has no network)
+                if issubclass(generator_class(arch), PixelGenerator)
                 for r in bench_arch(arch, args.seconds, Path(tmp))]
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     print(f"generator throughput on {machine}, torch {torch.__version__}")
