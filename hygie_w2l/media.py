@@ -21,7 +21,7 @@ import numpy as np
 from hygie_w2l.atomic import atomic_path, check_writable
 from hygie_w2l.audio import SAMPLE_RATE_HZ
 from hygie_w2l.errors import FFmpegError, InputFileError, NoAudioStreamError, OutputError
-from hygie_w2l.pixels import PixelFormat, frame_shape, supports, to_bgr, to_i420
+from hygie_w2l.pixels import PixelFormat, frame_shape, supports
 from hygie_w2l.types import Wave
 
 DEFAULT_CRF = 17  # x264 constant rate factor: visually lossless for talking heads
@@ -50,7 +50,6 @@ class MediaInfo:
     fps: float = 0.0  # average frame rate
     tbr: float = 0.0  # ffmpeg's guess of the base (nominal) frame rate
     rotation_deg: int = 0  # rotation applied on display (multiple of 90)
-    pixel_format: str | None = None  # the decoder's (yuv420p, yuvj420p, yuv444p, rgb24...)
     n_frames: int | None = None  # counted from the packets, when asked
     durations_vary: bool | None = None  # packet durations differ (known when counted)
     truncated: bool = False  # the file ends before its own index says (known when counted)
@@ -159,7 +158,6 @@ _SIZE = re.compile(r", (\d{2,5})x(\d{2,5})[ ,]")
 _FPS = re.compile(r"([\d.]+)(k?) fps")
 _TBR = re.compile(r"([\d.]+)(k?) tbr")
 _ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
-_PIXEL_FORMAT = re.compile(r"(?:^|\), |, )([a-z][a-z0-9_]*)(?:\(|,)")
 
 
 def _rate(match: re.Match[str] | None) -> float:
@@ -185,10 +183,9 @@ def parse_probe(path: Path, report: str) -> MediaInfo:
     rotation_deg = int(round(float(rotation.group(1)))) % 360 if rotation else 0
     if rotation_deg in (90, 270):
         width, height = height, width
-    pixel_format = _PIXEL_FORMAT.search(re.sub(r"\([^()]*\)", "()", details))
     return MediaInfo(path, duration_s, True, video.group(1), width, height,
                      _rate(_FPS.search(details)), _rate(_TBR.search(details)), rotation_deg,
-                     pixel_format.group(1) if pixel_format else None, audio_streams=audio)
+                     audio_streams=audio)
 
 
 # ------------------------------------------------------------------------- running ----
@@ -256,22 +253,16 @@ def read_frames(path: str | Path, fps: float | None = None, start_s: float = 0.0
     info = info or probe(path, count_frames=False)
     if not info.has_video:
         raise InputFileError(path, "has no video stream", "Give a video file (or an image).")
-    # BGR from a 4:2:0 source: decoded as it is and converted here (OpenCV's conversion is
-    # exact where ffmpeg's default one darkens by a level, and costs a third as much).
-    convert = pix_fmt == "bgr24" and info.pixel_format == "yuv420p" and \
-        supports("yuv420p", info.height, info.width)
-    piped: PixelFormat = "yuv420p" if convert else pix_fmt
-    shape = frame_shape(info.height, info.width, piped)
+    shape = frame_shape(info.height, info.width, pix_fmt)
     frame_bytes = int(np.prod(shape))
     with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen([ffmpeg_exe(), *read_frames_args(path, fps, start_s, piped)],
+        proc = subprocess.Popen([ffmpeg_exe(), *read_frames_args(path, fps, start_s, pix_fmt)],
                                 stdout=subprocess.PIPE, stderr=stderr, bufsize=frame_bytes)
         assert proc.stdout is not None
         finished = False
         try:
             while len(buf := proc.stdout.read(frame_bytes)) == frame_bytes:
-                frame = np.frombuffer(buf, np.uint8).reshape(shape)
-                yield to_bgr(frame) if convert else frame
+                yield np.frombuffer(buf, np.uint8).reshape(shape)
             finished = True
         finally:
             proc.stdout.close()
@@ -344,12 +335,9 @@ class VideoWriter:
         self.size = (width, height)
         self.shape = frame_shape(height, width, pix_fmt)
         self.n_frames = 0
-        # BGR frames of even sizes are converted here (pixels.to_i420), not by swscale
-        self._convert = pix_fmt == "bgr24" and supports("yuv420p", height, width)
-        piped: PixelFormat = "yuv420p" if self._convert else pix_fmt
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
-            [ffmpeg_exe(), *write_video_args(path, width, height, fps, crf, preset, piped,
+            [ffmpeg_exe(), *write_video_args(path, width, height, fps, crf, preset, pix_fmt,
                                              audio, metadata)],
             stdin=subprocess.PIPE, stderr=self._stderr)
 
@@ -357,8 +345,6 @@ class VideoWriter:
         if frame.shape != self.shape or frame.dtype != np.uint8:
             raise ValueError(f"frame {frame.shape} {frame.dtype} does not match {self.shape}")
         assert self._proc.stdin is not None
-        if self._convert:
-            frame = to_i420(frame)
         try:
             self._proc.stdin.write(np.ascontiguousarray(frame).data)
         except BrokenPipeError:

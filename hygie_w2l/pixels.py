@@ -47,12 +47,6 @@ def to_bgr(frame: np.ndarray) -> np.ndarray:
     return frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
 
 
-def to_i420(frame: np.ndarray) -> np.ndarray:
-    """A BGR picture as I420 (even sizes), the BT.601 limited-range conversion x264's input
-    takes (within a level of ffmpeg's accurate swscale, at a fraction of its cost)."""
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
-
-
 def align(roi: Roi, frame: np.ndarray) -> Roi:
     """``roi`` grown to even corners on an I420 frame (whole chroma samples), unchanged on
     a BGR one."""

@@ -62,9 +62,7 @@ def test_the_lips_model_follows_the_true_audio_and_not_a_wrong_one(
     assert r_true > 0.9 and abs(r_wrong) < 0.3, (r_true, r_wrong)
     assert report.opening_r > 0.8 and report.lmd < 0.8 * report.lmd_mean_shape, report
     # the shrinkage of the regression is undone: the mouth opens about as wide as the real one
-    # (measured 0.74, and 0.69 once frames were decoded a level brighter: the tracked real
-    # opening moved, the predicted one did not)
-    assert 0.6 < report.opening_std / report.opening_std_real < 1.4, report
+    assert 0.7 < report.opening_std / report.opening_std_real < 1.4, report
 
 
 def test_the_lips_model_round_trips_through_its_checkpoint(fitted, long_dataset: Path,
