@@ -205,7 +205,7 @@ class HDStage:
             self.held.append(_Waiting(f, None))
             return
         hw = self.library.patch_hw
-        patch, points, _ = canonical_mouth(f.image, lm, hw)
+        patch, points = canonical_mouth(f.image, lm, hw)
         shape, pixels = shape_code(points, hw), appearance_pixels(patch)
         if self.shapes is not None:
             if self.codes is not None and self.config.query == "predicted":
@@ -399,7 +399,7 @@ class LipsStage:
             self._contexts_name = f"lips-context{CONTEXT_VERSION}-{hw[0]}x{hw[1]}-{fmt}"
             self._contexts = self._load_contexts(len(self.context.plan))
         if np.isnan(self._contexts[f.t]).any():
-            patch, points, _ = canonical_mouth(f.source, f.landmarks, hw)
+            patch, points = canonical_mouth(f.source, f.landmarks, hw)
             self._contexts[f.t] = context_features(patch, points, self.context.pose[f.t])
             self._computed += 1
         return self._contexts[f.t]

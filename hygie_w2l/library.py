@@ -155,12 +155,12 @@ def context_features(patch: np.ndarray, points: np.ndarray, pose_deg: np.ndarray
 
 
 def canonical_mouth(frame: np.ndarray, landmarks: Landmarks, patch_hw: tuple[int, int]
-                    ) -> tuple[np.ndarray, np.ndarray, Affine]:
-    """(patch, its lip points (40, 2), frame -> canonical matrix): the mouth of a frame (BGR
-    or I420: pixels.py) in the canonical mouth frame."""
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(patch, its lip points (40, 2)): the mouth of a frame (BGR or I420: pixels.py) in the
+    canonical mouth frame."""
     m = hd_affine(landmarks, patch_hw)
     patch = warp_affine(frame, m, (patch_hw[1], patch_hw[0]), cv2.INTER_AREA)
-    return patch, transform_points(lip_points(landmarks), m), m
+    return patch, transform_points(lip_points(landmarks), m)
 
 
 

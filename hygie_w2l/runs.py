@@ -5,6 +5,7 @@ threads, the deterministic data stream that makes ``--resume`` exact, and DDP.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -13,7 +14,7 @@ import shutil
 import signal
 import threading
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from types import FrameType
@@ -224,6 +225,27 @@ class StepBoundary:
         if self._pending is not None:
             signum, self._pending = self._pending, None
             self._previous[signum](signum, None)
+
+
+@contextlib.contextmanager
+def training_loop(run: RunDir, save_last: Callable[[], None], bar: Any
+                  ) -> Iterator[StepBoundary]:
+    """What wraps every training loop: stop signals wait for the end of the step
+    (:class:`StepBoundary`, call ``check()`` there); a stop between steps saves ``last.pt``
+    through ``save_last``, a user error discards the unfinished run, and the progress
+    ``bar`` is closed whatever happens."""
+    with StepBoundary() as stop:
+        try:
+            yield stop
+        except KeyboardInterrupt:
+            if stop.clean:  # stopped between steps: weights, step and log agree
+                save_last()
+            raise
+        except HygieError:
+            run.discard()
+            raise
+        finally:
+            bar.close()
 
 
 def _tensorboard(path: Path):  # type: ignore[no-untyped-def]

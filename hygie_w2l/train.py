@@ -28,13 +28,13 @@ from hygie_w2l.lips import LipsConfig, LipsReport, fit_lips
 from hygie_w2l.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from hygie_w2l.runs import (
     RunDir,
-    StepBoundary,
     TrainConfig,
     all_reduce_mean,
     batches,
     data_seeds,
     is_main,
     start_run,
+    training_loop,
     unwrap,
 )
 from hygie_w2l.weights import DISC_FILE, EXPERT_FILE, official_path
@@ -342,33 +342,23 @@ def train_generator(dataset: str | Path, out: str | Path, config: TrainConfig,
     start_step, started = state.step, time.perf_counter()
     bar = tqdm(total=config.steps, initial=state.step, desc="train", unit="step",
                disable=not is_main() or None)
-    with StepBoundary() as stop:
-        try:
-            for batch in batches(p.train_set, config.batch_size, state.step, config.steps,
-                                 config.num_workers):
-                values = _step(p, batch, state)
-                state.step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{values['loss']:.4f}", mouth=f"{values['mouth_l1']:.4f}")
-                p.run.log(state.step, "train", {**values, "sync_on": float(state.sync_on),
-                                                "lr": config.lr,
-                                                "seconds": time.perf_counter() - started})
-                if state.step % config.eval_every == 0 or state.step == config.steps:
-                    p.run.log(state.step, "val", _eval_and_keep_best(p, state))
-                if state.step % config.checkpoint_every == 0 or state.step == config.steps:
-                    save_run(p.run.last, p, state)
-                if is_main() and state.step % config.preview_every == 0:
-                    save_preview(p, p.run.path / "previews" / f"step_{state.step:07d}.png")
-                stop.check()
-        except KeyboardInterrupt:
-            if stop.clean:  # stopped between steps: weights, step and log agree
+    with training_loop(p.run, lambda: save_run(p.run.last, p, state), bar) as stop:
+        for batch in batches(p.train_set, config.batch_size, state.step, config.steps,
+                             config.num_workers):
+            values = _step(p, batch, state)
+            state.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", mouth=f"{values['mouth_l1']:.4f}")
+            p.run.log(state.step, "train", {**values, "sync_on": float(state.sync_on),
+                                            "lr": config.lr,
+                                            "seconds": time.perf_counter() - started})
+            if state.step % config.eval_every == 0 or state.step == config.steps:
+                p.run.log(state.step, "val", _eval_and_keep_best(p, state))
+            if state.step % config.checkpoint_every == 0 or state.step == config.steps:
                 save_run(p.run.last, p, state)
-            raise
-        except HygieError:
-            p.run.discard()
-            raise
-        finally:
-            bar.close()
+            if is_main() and state.step % config.preview_every == 0:
+                save_preview(p, p.run.path / "previews" / f"step_{state.step:07d}.png")
+            stop.check()
     return TrainSummary(p.run.path, state.step, state.best_val, p.notes,
                         (time.perf_counter() - started) / max(state.step - start_step, 1),
                         p.data.skipped_samples)

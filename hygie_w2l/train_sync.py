@@ -18,18 +18,17 @@ from torch import nn
 from tqdm import tqdm
 
 from hygie_w2l.dataset import PreparedDataset, SyncDataset
-from hygie_w2l.errors import HygieError
 from hygie_w2l.losses import cosine_bce
 from hygie_w2l.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from hygie_w2l.runs import (
     RunDir,
-    StepBoundary,
     TrainConfig,
     all_reduce_mean,
     batches,
     data_seeds,
     is_main,
     start_run,
+    training_loop,
     unwrap,
 )
 from hygie_w2l.weights import EXPERT_FILE, official_path
@@ -125,42 +124,36 @@ def train_sync(dataset: str | Path, out: str | Path, config: TrainConfig,
     started, stopped = time.perf_counter(), False
     bar = tqdm(total=config.steps, initial=step, desc="train-sync", unit="step",
                disable=not is_main() or None)
-    with StepBoundary() as stop:
-        try:
-            for batch in batches(train_set, config.batch_size, step, config.steps):
-                loss, correct, _ = _step(model, batch, device)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", acc=f"{float(correct):.2f}")
-                run.log(step, "train", {"loss": float(loss.detach()), "accuracy": float(correct),
-                                        "lr": config.lr, "seconds": time.perf_counter() - started})
-                if step % config.eval_every == 0 or step == config.steps:
-                    val = evaluate_expert(model, val_set, config, device)
-                    run.log(step, "val", val)
-                    bar.write(f"step {step}: val loss {val['loss']:.4f}, "
-                              f"accuracy {val['accuracy']:.3f}")
-                    if val["loss"] < best[0]:
-                        best, stale = (val["loss"], val["accuracy"]), 0
-                        _save(run.best, model, opt, step, best, stale, config, data)
-                    else:
-                        stale += 1
-                    stopped = stale >= config.patience
-                if step % config.checkpoint_every == 0 or step == config.steps or stopped:
-                    _save(run.last, model, opt, step, best, stale, config, data)
-                if stopped:
-                    bar.write(f"early stop: no better validation loss in {stale} evaluations")
-                    break
-                stop.check()
-        except KeyboardInterrupt:
-            if stop.clean:  # stopped between steps: weights, step and log agree
+
+    def save_last() -> None:  # at the step the loop has reached
+        _save(run.last, model, opt, step, best, stale, config, data)
+
+    with training_loop(run, save_last, bar) as stop:
+        for batch in batches(train_set, config.batch_size, step, config.steps):
+            loss, correct, _ = _step(model, batch, device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", acc=f"{float(correct):.2f}")
+            run.log(step, "train", {"loss": float(loss.detach()), "accuracy": float(correct),
+                                    "lr": config.lr, "seconds": time.perf_counter() - started})
+            if step % config.eval_every == 0 or step == config.steps:
+                val = evaluate_expert(model, val_set, config, device)
+                run.log(step, "val", val)
+                bar.write(f"step {step}: val loss {val['loss']:.4f}, "
+                          f"accuracy {val['accuracy']:.3f}")
+                if val["loss"] < best[0]:
+                    best, stale = (val["loss"], val["accuracy"]), 0
+                    _save(run.best, model, opt, step, best, stale, config, data)
+                else:
+                    stale += 1
+                stopped = stale >= config.patience
+            if step % config.checkpoint_every == 0 or step == config.steps or stopped:
                 _save(run.last, model, opt, step, best, stale, config, data)
-            raise
-        except HygieError:
-            run.discard()
-            raise
-        finally:
-            bar.close()
+            if stopped:
+                bar.write(f"early stop: no better validation loss in {stale} evaluations")
+                break
+            stop.check()
     return SyncSummary(run.path, step, best[0], best[1], init_note, stopped)

@@ -52,7 +52,7 @@ def _frame_and_landmarks(clip: Path, index: int = 30) -> tuple[np.ndarray, np.nd
 def describe_frame(frame: np.ndarray, lm: np.ndarray, hw: tuple[int, int]
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(shape code, appearance pixels) of the mouth in a frame, as the HD stage queries."""
-    patch, points, _ = canonical_mouth(frame, lm, hw)
+    patch, points = canonical_mouth(frame, lm, hw)
     return shape_code(points, hw), appearance_pixels(patch)
 
 
