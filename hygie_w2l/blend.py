@@ -140,21 +140,27 @@ def membrane(values: np.ndarray, known: np.ndarray, coarsest_px: int = 4) -> np.
     weight and takes the rest from the coarser level's field, smoothed a few times on the
     coarse levels (which brings push-pull's fill close to the harmonic one a Poisson solve
     makes; the full-resolution level is left as pushed: it costs the most there)."""
+    c = values.shape[2]
+
+    def spread(a: np.ndarray) -> np.ndarray:  # (h, w) -> (h, w, c): OpenCV's arithmetic
+        return cv2.merge([a] * c) if c > 1 else a[..., None]  # (numpy's broadcast: 2x)
+
     levels = [(values, known)]
     while min(levels[-1][1].shape) > coarsest_px:
         weighted, weight = levels[-1]
-        weighted, weight = 4.0 * cv2.pyrDown(weighted), 4.0 * cv2.pyrDown(weight)
+        weighted, weight = cv2.pyrDown(weighted), 4.0 * cv2.pyrDown(weight)
         over = np.maximum(weight, 1.0)
-        levels.append((weighted / over[..., None], weight / over))
+        levels.append((cv2.divide(weighted, spread(over), scale=4.0).reshape(*over.shape, c),
+                       weight / over))
     weighted, weight = levels[-1]
     mean = weighted.sum((0, 1)) / max(float(weight.sum()), 1e-6)
     field: np.ndarray = np.broadcast_to(mean, weighted.shape).astype(np.float32)
     for level, (weighted, weight) in reversed(list(enumerate(levels))):
         hw = weight.shape
         if field.shape[:2] != hw:
-            field = cv2.pyrUp(field, dstsize=(hw[1], hw[0])).reshape(*hw, -1)
-        keep = (1.0 - weight)[..., None]
-        field = weighted + keep * field
+            field = cv2.pyrUp(field, dstsize=(hw[1], hw[0]))
+        keep = spread(1.0 - weight)
+        field = cv2.add(weighted, cv2.multiply(keep, field))
         for _ in range(MEMBRANE_SMOOTHING if level > 0 else 0):  # towards the harmonic field
-            field = weighted + keep * cv2.blur(field, (3, 3)).reshape(field.shape)
-    return field
+            field = cv2.add(weighted, cv2.multiply(keep, cv2.blur(field, (3, 3))))
+    return field.reshape(values.shape)
