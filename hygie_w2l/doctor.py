@@ -1,5 +1,6 @@
 """``hygie-w2l doctor``: what this machine has for the main job, and what is missing; and
-how much memory this process has used at most (:func:`peak_memory_mb`)."""
+this process's resources: the most memory it has used (:func:`peak_memory_mb`) and its CPU
+seconds (:func:`cpu_seconds`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ def peak_memory_mb() -> float:
         return hwm / 1024
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
     return rss / 1024 / (1024 if rss > 1 << 32 else 1)
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by this process and by its finished, waited
+    children (ffmpeg, ffprobe): the render's --stats reports the difference over a render,
+    so its wall time can be read against the work two cores had to do."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 @dataclasses.dataclass(frozen=True)

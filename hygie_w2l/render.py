@@ -36,7 +36,7 @@ from hygie_w2l.chain import (
     run_chain,
 )
 from hygie_w2l.crops import plan_crops
-from hygie_w2l.doctor import peak_memory_mb
+from hygie_w2l.doctor import cpu_seconds, peak_memory_mb
 from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
 from hygie_w2l.generate import EngineConfig
 from hygie_w2l.generators import Generator, generator_for
@@ -99,6 +99,7 @@ class RenderSummary:
     engine_note: str = ""  # ONNX: the model used (exported or cached), INT8 error
     arch: str = ""  # the generator that drew the mouths
     notes: tuple[str, ...] = ()  # the template cache, several faces ...
+    cpu_s: dict[str, float] = dataclasses.field(default_factory=dict)  # own, ffmpeg
 
     def table(self) -> str:
         lines = [f"{'stage':10s}{'busy s':>10s}{'frames/s':>10s}{'of wall':>10s}"]
@@ -109,6 +110,9 @@ class RenderSummary:
             lines.append(f"{stage:10s}{s:10.2f}{self.n_frames / max(s, 1e-9):10.1f}"
                          f"{s / self.total_s:10.0%}")
         lines.append(f"{'wall':10s}{self.total_s:10.2f}{self.n_frames / self.total_s:10.1f}")
+        if self.cpu_s:
+            lines.append(f"CPU {self.cpu_s['own']:.2f} s own, {self.cpu_s['ffmpeg']:.2f} s "
+                         f"ffmpeg: {sum(self.cpu_s.values()) / self.total_s:.2f} cores busy")
         batch = f", batch {self.batch_size}" if self.batch_size else ""
         lines.append(f"peak memory {self.peak_memory_mb:.0f} MB{batch}; {self.arch}: "
                      f"{self.generated} frames "
@@ -163,7 +167,7 @@ class _Job:
 def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str | Path,
            config: RenderConfig = RenderConfig(), stats: str | Path | None = None
            ) -> RenderSummary:
-    started, timer = time.perf_counter(), Timer()
+    started, cpu, timer = time.perf_counter(), cpu_seconds(), Timer()
     out = check_writable(not_an_input(out, face, audio, checkpoint))
     ckpt = load_checkpoint(checkpoint, expect=GENERATOR_ARCHS)
     generator = generator_for(ckpt)
@@ -183,8 +187,8 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
         mouth = generator.stages(context)
         stack.callback(mouth.close)
         preview = _encode(job, mouth.stages, config, mouth.batch_size, audio, checkpoint, out)
-        summary = _summarise(out, job, started, preview, stats, mouth.info(), generator)
-    return summary
+    # after the template's decoder is closed (and waited): its CPU is counted
+    return _summarise(out, job, started, cpu, preview, stats, mouth.info(), generator)
 
 
 def _open(face: str | Path, audio: str | Path, config: RenderConfig, tmp: Path,
@@ -258,7 +262,8 @@ def _notes(job: _Job) -> tuple[str, ...]:
     return tuple(n for n in (t.cache_note, *faces) if n)
 
 
-def _summarise(out: Path, job: _Job, started: float, preview: Path | None,
+def _summarise(out: Path, job: _Job, started: float, cpu: tuple[float, float],
+               preview: Path | None,
                stats: str | Path | None, info: dict[str, Any], generator: Generator
                ) -> RenderSummary:
     c = job.counts
@@ -268,7 +273,9 @@ def _summarise(out: Path, job: _Job, started: float, preview: Path | None,
                             c["no_face"], c["silent"], dict(job.timer.seconds),
                             time.perf_counter() - started, peak_memory_mb(), preview,
                             info.get("hd"), info.get("warning"), info.get("batch_size", 0),
-                            info.get("engine_note", ""), generator.arch, _notes(job))
+                            info.get("engine_note", ""), generator.arch, _notes(job),
+                            dict(zip(("own", "ffmpeg"), np.subtract(cpu_seconds(), cpu),
+                                     strict=True)))
     if stats is not None:
         with atomic_path(stats) as tmp:
             tmp.write_text(json.dumps(summary.to_json(), indent=1))

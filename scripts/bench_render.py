@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from hygie_w2l.doctor import cpu_seconds
 from hygie_w2l.media import DEFAULT_CRF, DEFAULT_PRESET, ffmpeg_exe, run_ffmpeg
 from hygie_w2l.models.checkpoint import build_model, save_checkpoint, save_official_layout
 from hygie_w2l.pixels import PixelFormat
@@ -65,14 +66,16 @@ def main() -> None:
         bench = Bench(tmp, args)
         clip = bench.template(clip)
         speech = bench.speech(clip)
-        floor = bench.transcode(clip)
+        floor, floor_cpu = bench.transcode(clip)
         piped = {fmt: bench.piped(clip, fmt) for fmt in ("bgr24", "yuv420p")}
         print(f"{clip.name}: plain transcode of {bench.n_frames} frames (x264 {args.preset}, "
-              f"CRF {DEFAULT_CRF}): {floor:.2f} s, {bench.n_frames / floor:.0f} frames/s; "
+              f"CRF {DEFAULT_CRF}): {floor:.2f} s, {bench.n_frames / floor:.0f} frames/s, "
+              f"{floor_cpu:.2f} CPU-s; "
               f"the same through our pipes (decoded in Python, piped to our writer): "
               f"as BGR {piped['bgr24']:.2f} s ({piped['bgr24'] / floor:.2f}x), as I420 "
               f"{piped['yuv420p']:.2f} s ({piped['yuv420p'] / floor:.2f}x)", flush=True)
-        results: list[dict[str, Any]] = [{"name": "plain transcode", "wall_s": floor}]
+        results: list[dict[str, Any]] = [{"name": "plain transcode", "wall_s": floor,
+                                           "cpu_s": floor_cpu}]
         results += [{"name": f"through our pipes ({fmt})", "wall_s": s}
                     for fmt, s in piped.items()]
         for name, ckpt, flags in bench.configurations(clip):
@@ -113,9 +116,10 @@ class Bench:
                    "cut the audio")
         return out
 
-    def transcode(self, clip: Path) -> float:
-        """The best of three plain transcodes of the frames a render shows."""
-        times = []
+    def transcode(self, clip: Path) -> tuple[float, float]:
+        """The best of three plain transcodes of the frames a render shows, and the CPU
+        seconds one of them used."""
+        times, cpu = [], cpu_seconds()[1]
         for _ in range(3):
             started = time.perf_counter()
             subprocess.run([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(clip),
@@ -124,12 +128,13 @@ class Bench:
                             "-crf", str(DEFAULT_CRF), "-pix_fmt", "yuv420p", "-y",
                             str(self.tmp / "plain.mp4")], check=True)
             times.append(time.perf_counter() - started)
-        return min(times)
+        return min(times), (cpu_seconds()[1] - cpu) / 3
 
     def piped(self, clip: Path, pix_fmt: PixelFormat) -> float:
         """The floor of anything that edits frames in Python: our reader to our writer, the
         frames held as BGR (the image generators) or I420 (the lips path: pixels.py)."""
-        from hygie_w2l.media import VideoWriter, probe, read_frames
+        from hygie_w2l.doctor import cpu_seconds
+from hygie_w2l.media import VideoWriter, probe, read_frames
 
         info = probe(clip)
         started = time.perf_counter()
@@ -209,7 +214,8 @@ class Bench:
             print(f"{name:18s} {cache} cache: render {s['total_s']:5.2f} s "
                   f"({s['total_s'] / floor:4.2f}x transcode, {s['frames_per_s']:5.1f} frames/s),"
                   f" process {process_s:5.2f} s ({process_s / floor:4.2f}x), peak "
-                  f"{s['peak_memory_mb']:.0f} MB; busy: {busy}", flush=True)
+                  f"{s['peak_memory_mb']:.0f} MB; CPU {s['cpu_s']['own']:.2f} s own + "
+                  f"{s['cpu_s']['ffmpeg']:.2f} s ffmpeg; busy: {busy}", flush=True)
             rows.append({"name": name, "cache": cache, "process_s": process_s,
                          "ratio": s["total_s"] / floor, "process_ratio": process_s / floor,
                          **s})
