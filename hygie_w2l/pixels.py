@@ -89,6 +89,12 @@ def with_region(frame: np.ndarray, roi: Roi, region: np.ndarray) -> np.ndarray:
         return out
     h, w = y2 - y1, x2 - x1
     small = cv2.cvtColor(region, cv2.COLOR_BGR2YUV_I420).reshape(-1)
+    # OpenCV takes each chroma sample from the top-left pixel of its 2x2 block (colour
+    # edges alias: the lips' against skin and teeth); take the block's mean colour's, as
+    # swscale does (chroma is linear in BGR: the mean's chroma is the chroma's mean)
+    means = cv2.resize(region, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    blocks = cv2.resize(means, (w, h), interpolation=cv2.INTER_NEAREST)
+    small[h * w:] = cv2.cvtColor(blocks, cv2.COLOR_BGR2YUV_I420).reshape(-1)[h * w:]
     y, u, v = _planes(out)
     y[y1:y2, x1:x2] = small[:h * w].reshape(h, w)
     u[y1 // 2:y2 // 2, x1 // 2:x2 // 2] = small[h * w:h * w * 5 // 4].reshape(h // 2, w // 2)

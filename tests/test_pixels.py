@@ -43,6 +43,24 @@ def test_a_region_round_trips_and_only_it_changes() -> None:
     assert (i420 == cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)).all()  # the input is kept
 
 
+def test_a_written_region_takes_each_chroma_sample_from_its_whole_2x2_block() -> None:
+    i420 = cv2.cvtColor(np.full((40, 40, 3), 128, np.uint8), cv2.COLOR_BGR2YUV_I420)
+    region = np.zeros((20, 20, 3), np.uint8)
+    region[:, :5] = (40, 40, 200)  # red lips | white teeth, the edge inside a 2x2 block
+    region[:, 5:] = (235, 235, 235)
+    out = pixels.with_region(i420, (10, 10, 30, 30), region)
+    _, u, v = pixels._planes(out)
+
+    def chroma(bgr: tuple[int, int, int]) -> np.ndarray:
+        yuv = cv2.cvtColor(np.full((2, 2, 3), bgr, np.uint8), cv2.COLOR_BGR2YUV_I420)
+        return yuv.reshape(-1)[4:].astype(float)  # (u, v)
+
+    red, white = chroma((40, 40, 200)), chroma((235, 235, 235))
+    got = np.array([u[5:15, 7], v[5:15, 7]], float).T  # the block over columns 4 and 5
+    assert np.abs(got - (red + white) / 2).max() <= 1  # their mean, not one of them
+    assert np.abs(np.array([u[5:15, 5], v[5:15, 5]], float).T - red).max() <= 1
+
+
 def test_warp_affine_reads_only_what_it_needs_and_matches_the_whole_frame() -> None:
     bgr = _picture()
     i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
