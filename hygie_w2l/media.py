@@ -129,7 +129,9 @@ def write_video_args(out: str | Path, width: int, height: int, fps: float,
             *_tags(metadata), "-f", "mp4", str(out)]
 
 
-_AUDIO_CODEC = ("-c:a", "aac", "-b:a", "192k")  # no -shortest: it drops the last frames
+# no -shortest: it drops the last frames. The fast coder: half the CPU of the default
+# (twoloop) at this rate, as faithful (8 s of speech: 0.17 vs 0.35 CPU-s, 35.1 vs 34.0 dB)
+_AUDIO_CODEC = ("-c:a", "aac", "-aac_coder", "fast", "-b:a", "192k")
 
 
 def _tags(metadata: Mapping[str, str] | None) -> list[str]:
