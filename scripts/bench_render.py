@@ -133,8 +133,7 @@ class Bench:
     def piped(self, clip: Path, pix_fmt: PixelFormat) -> float:
         """The floor of anything that edits frames in Python: our reader to our writer, the
         frames held as BGR (the image generators) or I420 (the lips path: pixels.py)."""
-        from hygie_w2l.doctor import cpu_seconds
-from hygie_w2l.media import VideoWriter, probe, read_frames
+        from hygie_w2l.media import VideoWriter, probe, read_frames
 
         info = probe(clip)
         started = time.perf_counter()
