@@ -190,7 +190,9 @@ def load_template(path: str | Path, fps: float, start_s: float = 0.0,
     n_max = int(np.ceil((info.duration_s - start_s) * fps)) + 2
     if max_frames is not None:
         n_max = min(n_max, max_frames)
-    cache = TemplateCache(path, {"fps": fps, "start_s": start_s,
+    # the pixel format too: MediaPipe sees I420 frames through OpenCV's conversion and BGR
+    # ones through swscale's, and its landmarks differ by up to 2 px between them
+    cache = TemplateCache(path, {"fps": fps, "start_s": start_s, "pix_fmt": pix_fmt,
                                  "tracker": dataclasses.asdict(config)}) if use_cache else None
     detections = cache.load(n_max) if cache is not None else None
     if detections is not None and cache is not None:

@@ -49,6 +49,25 @@ def test_a_second_render_reads_the_tracking_and_a_changed_file_is_tracked_again(
     assert third["stage_seconds"]["track"] > 0.5
 
 
+def test_each_pixel_format_keeps_its_own_tracking(synth_clip, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """MediaPipe sees a BGR template through swscale's conversion and an I420 one through
+    OpenCV's: their landmarks differ a little, so neither is read back for the other."""
+    monkeypatch.setenv("HYGIE_CACHE", str(tmp_path / "cache"))
+    clip, _ = synth_clip
+    notes, tracks = {}, {}
+    for fmt in ("bgr24", "yuv420p", "yuv420p", "bgr24"):
+        t = load_template(clip, 25, max_frames=30, use_cache=True, pix_fmt=fmt)
+        t.close()
+        notes.setdefault(fmt, []).append(t.cache_note)
+        tracks.setdefault(fmt, []).append(t.track.landmarks)
+    assert "tracking settings changed" in notes["yuv420p"][0]
+    assert all("read from the cache" in n[1] for n in notes.values())
+    for fmt in notes:
+        np.testing.assert_array_equal(tracks[fmt][0], tracks[fmt][1])
+    assert not np.array_equal(tracks["bgr24"][0], tracks["yuv420p"][0])
+
+
 def test_cached_tracking_equals_fresh_tracking(synth_clip) -> None:
     """Fewer frames shown than were cached: the gap filling and smoothing are redone on
     that prefix, so the track equals a fresh one of the same frames."""
