@@ -28,7 +28,7 @@ from hygie_w2l.cache import Detections, TemplateCache
 from hygie_w2l.errors import InputFileError
 from hygie_w2l.face_tracker import FaceTracker, Track, TrackerConfig, tracks_from_points
 from hygie_w2l.media import MediaInfo, probe, read_frames
-from hygie_w2l.pixels import PixelFormat, frame_shape, picture_hw, supports, to_bgr
+from hygie_w2l.pixels import PixelFormat, frame_shape, picture_hw, supports
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 LoopMode = Literal["pingpong", "wrap"]
@@ -190,9 +190,7 @@ def load_template(path: str | Path, fps: float, start_s: float = 0.0,
     n_max = int(np.ceil((info.duration_s - start_s) * fps)) + 2
     if max_frames is not None:
         n_max = min(n_max, max_frames)
-    # the pixel format too: MediaPipe sees I420 frames through OpenCV's conversion and BGR
-    # ones through swscale's, and its landmarks differ by up to 2 px between them
-    cache = TemplateCache(path, {"fps": fps, "start_s": start_s, "pix_fmt": pix_fmt,
+    cache = TemplateCache(path, {"fps": fps, "start_s": start_s,
                                  "tracker": dataclasses.asdict(config)}) if use_cache else None
     detections = cache.load(n_max) if cache is not None else None
     if detections is not None and cache is not None:
@@ -234,15 +232,21 @@ def _decode(path: Path, info: MediaInfo, fps: float, start_s: float, n_max: int,
     statuses: list[int] = []
     seconds = {"decode": 0.0, "track": 0.0}
     n, since, complete = 0, time.perf_counter(), True
+    frames = read_frames(path, fps=fps, start_s=start_s, info=info, pix_fmt=pix_fmt)
+    # MediaPipe sees swscale's BGR whatever the frames are held as, as prepare's tracker does
+    # (on OpenCV's conversion of I420 its landmarks move by up to 2 px): one crop recipe
+    pairs = ((f, f) for f in frames) if pix_fmt == "bgr24" else zip(
+        frames, read_frames(path, fps=fps, start_s=start_s, info=info, pix_fmt="bgr24"),
+        strict=False)
     with raw.open("wb") as store:
-        for frame in read_frames(path, fps=fps, start_s=start_s, info=info, pix_fmt=pix_fmt):
+        for frame, bgr in pairs:
             if n == n_max:
                 complete = False
                 break
             store.write(frame.tobytes())
             now = time.perf_counter()
             seconds["decode"] += now - since
-            p, status = tracker.step(to_bgr(frame))
+            p, status = tracker.step(bgr)
             points.append(p if p is not None else np.full((tracker.n_points, 3), np.nan,
                                                           np.float32))
             statuses.append(status)
