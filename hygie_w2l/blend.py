@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from hygie_w2l.geometry import Affine, invert
+from hygie_w2l.pixels import align, frame_hw, read_region, with_region
 
 BlendMode = Literal["feather", "poisson"]
 MEMBRANE_SMOOTHING = 4  # smoothing steps per coarse pyramid level (tests/test_blend.py)
@@ -78,14 +79,19 @@ def paste(frame: np.ndarray, crop: np.ndarray, crop_mask: np.ndarray, m: Affine,
           mode: BlendMode = "feather", colour_correct: bool = True) -> np.ndarray:
     """A copy of ``frame`` with the masked part of ``crop`` pasted where ``m`` took it from.
 
-    frame (H, W, 3) uint8; crop (S, S, 3) uint8; crop_mask (S, S) float32 in [0, 1];
-    m: frame -> crop 2x3 matrix.
+    frame (H, W, 3) uint8 BGR or (H * 3/2, W) I420 (pixels.py); crop (S, S, 3) uint8 BGR;
+    crop_mask (S, S) float32 in [0, 1]; m: frame -> crop 2x3 matrix.
     """
-    placed = unwarp(crop, crop_mask, m, (frame.shape[0], frame.shape[1]))
+    placed = unwarp(crop, crop_mask, m, frame_hw(frame))
     if placed is None:
         return frame.copy()
-    patch, mask, (x1, y1, _, _) = placed
-    return blend_region(frame, patch, mask, (x1, y1), mode, colour_correct)
+    patch, mask, (x1, y1, x2, y2) = placed
+    if frame.ndim == 3:
+        return blend_region(frame, patch, mask, (x1, y1), mode, colour_correct)
+    roi = align((x1, y1, x2, y2), frame)  # I420: only the pasted region, as BGR
+    region = blend_region(read_region(frame, roi), patch, mask, (x1 - roi[0], y1 - roi[1]),
+                          mode, colour_correct)
+    return with_region(frame, roi, region)
 
 
 def blend_region(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray,

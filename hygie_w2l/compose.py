@@ -111,14 +111,25 @@ def _triangle_affines(d: np.ndarray, s: np.ndarray, degenerate: Affine) -> np.nd
 def compose(frame: np.ndarray, lips: np.ndarray, patch: np.ndarray, patch_points: np.ndarray,
             strength: float = 1.0, region: Region = "inner", mode: BlendMode = "poisson",
             dilate: float = HD_DILATE) -> np.ndarray:
-    """A copy of ``frame`` (BGR) whose inner mouth (``region`` "inner": teeth, tongue) or
-    whole mouth ("lips") is the library ``patch`` (canonical frame, its lip points
-    ``patch_points`` (40, 2)) warped onto the lip contour ``lips`` (40, 2) of the frame,
-    blended by ``strength``; ``dilate``: the mask's growth, in mouth widths."""
+    """A copy of ``frame`` (BGR or I420: pixels.py) whose inner mouth (``region`` "inner":
+    teeth, tongue) or whole mouth ("lips") is the library ``patch`` (canonical frame, its
+    lip points ``patch_points`` (40, 2)) warped onto the lip contour ``lips`` (40, 2) of the
+    frame, blended by ``strength``; ``dilate``: the mask's growth, in mouth widths. Only
+    the region the mouth reaches is read, edited and written back."""
     if strength <= 0:
         return frame
-    return _compose(frame, lips, patch, _patch_points(lips, patch, patch_points), strength,
-                    region, mode, dilate)
+    control = _patch_points(lips, patch, patch_points)
+    if frame.ndim == 3:
+        return _compose(frame, lips, patch, control, strength, region, mode, dilate)
+    roi = _roi(control[1], frame_hw(frame))  # I420: only the mouth's region, as BGR
+    if roi is None:
+        return frame
+    roi = align(roi, frame)
+    src, dst, m = control
+    o = np.array(roi[:2], np.float64)
+    done = _compose(read_region(frame, roi), lips - o, patch, (src, dst - o, translated(m, o)),
+                    strength, region, mode, dilate)
+    return with_region(frame, roi, done)
 
 
 def _compose(frame: np.ndarray, lips: np.ndarray, patch: np.ndarray,

@@ -38,9 +38,11 @@ from hygie_w2l.geometry import (
     hd_patch_size,
     placed_boxes,
     warp,
+    warp_interpolation,
 )
 from hygie_w2l.landmarks import mouth_widths
 from hygie_w2l.models.film_unet import SUPPORTED_SIZES_PX
+from hygie_w2l.pixels import warp_affine
 from hygie_w2l.types import CropKind, Image
 
 MOUTH_CROP_PX = 128  # the FiLM U-Net's default mouth crop
@@ -80,8 +82,12 @@ class CropPlan:
         return side, side
 
     def cut(self, image: Image, kind: CropKind, i: int) -> Image:
-        """Frame ``i``'s crop of ``kind`` from its picture ``image``."""
-        return warp(image, self.matrices(kind)[i], self.size(kind))
+        """Frame ``i``'s crop of ``kind`` (BGR) from its picture ``image`` (BGR, or I420:
+        only the part the crop reads is converted, pixels.py)."""
+        if image.ndim == 3:
+            return warp(image, self.matrices(kind)[i], self.size(kind))
+        m, (h, w) = self.matrices(kind)[i], self.size(kind)
+        return warp_affine(image, m, (w, h), warp_interpolation(m))
 
     def with_config(self, config: CropConfig) -> CropPlan:
         """The same boxes cut at another crop size (a crop matrix scales with its size);

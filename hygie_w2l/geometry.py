@@ -222,8 +222,13 @@ def invert(m: Affine) -> Affine:
 def warp(frame: np.ndarray, m: Affine, size: tuple[int, int]) -> np.ndarray:
     """Crop by ``m`` into (h, w) = size; outside the frame, edge pixels are repeated."""
     h, w = size
-    return cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_AREA if m[0, 0] < 1
-                          else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(frame, m, (w, h), flags=warp_interpolation(m),
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def warp_interpolation(m: Affine) -> int:
+    """The interpolation a crop by ``m`` uses (area when it shrinks)."""
+    return cv2.INTER_AREA if m[0, 0] < 1 else cv2.INTER_LINEAR
 
 
 def transform_points(points: np.ndarray, m: Affine) -> np.ndarray:

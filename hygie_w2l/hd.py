@@ -35,6 +35,7 @@ from hygie_w2l.library import (
     shape_code,
 )
 from hygie_w2l.lips import CODE_DIMS, LipsModel, stream_codes
+from hygie_w2l.pixels import to_bgr
 from hygie_w2l.temporal import TemporalChooser
 from hygie_w2l.types import Landmarks
 
@@ -197,7 +198,7 @@ class HDStage:
         self.detector.close()
 
     def _push_one(self, f: Frame) -> None:
-        lm = self.detector.detect(f.image) if f.active else None
+        lm = self.detector.detect(to_bgr(f.image)) if f.active else None
         if f.active and lm is None:
             self.missed += 1
         if lm is None:

@@ -55,7 +55,9 @@ class Generator(abc.ABC):
     int8_refusal: ClassVar[str | None] = "it has no ONNX engine"  # None: INT8 allowed
     needs_library: ClassVar[bool] = False  # draws its mouths from the person's library
     preset_section: ClassVar[str] = "generator"  # its settings in presets/*.toml
-    pixel_format: ClassVar[PixelFormat] = "bgr24"  # how its render holds frames (pixels.py)
+    # how its render holds frames: as decoded (I420), only what a crop reads and what a
+    # paste writes converted to BGR (pixels.py): swscale's BGR pipes cost 1.5x a transcode
+    pixel_format: ClassVar[PixelFormat] = "yuv420p"
 
     @classmethod
     @abc.abstractmethod

@@ -21,7 +21,6 @@ class LipsGenerator(Generator):
     int8_refusal = "the lips path runs no image network (nothing to quantise)"
     needs_library = True
     preset_section = "lips"
-    pixel_format = "yuv420p"  # it edits the lower face only: frames stay as decoded
 
     def __init__(self, config: LipsConfig | None = None) -> None:
         self.config = config or LipsConfig()
