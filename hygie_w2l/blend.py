@@ -66,11 +66,13 @@ def unwarp(crop: np.ndarray, crop_mask: np.ndarray, m: Affine, frame_hw: tuple[i
 
 
 def match_colour(patch: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Shift the patch's mean colour on the mask's rim to the target's (drift correction)."""
+    """Shift the patch's mean colour on the mask's rim to the target's (drift correction);
+    any number of channels (BGR, or pixels.py's luma and chroma layers)."""
     rim = ((mask > 0.05) & (mask < 0.6)).astype(np.uint8)
     if cv2.countNonZero(rim) < 10:
         return patch
-    delta = np.subtract(cv2.mean(target, rim)[:3], cv2.mean(patch, rim)[:3])
+    c = _channels(patch)
+    delta = np.subtract(cv2.mean(target, rim)[:c], cv2.mean(patch, rim)[:c])
     # a per-channel scalar, rounded and saturated to 0..255 (the stubs miss the Scalar form)
     return cv2.add(patch, (*delta.tolist(), 0.0))  # type: ignore[call-overload]
 
@@ -97,7 +99,7 @@ def paste(frame: np.ndarray, crop: np.ndarray, crop_mask: np.ndarray, m: Affine,
 def blend_region(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray,
                  origin: tuple[int, int], mode: BlendMode = "feather",
                  colour_correct: bool = True) -> np.ndarray:
-    """``frame`` with ``patch`` (h, w, 3) blended in by ``mask`` (h, w) in [0, 1] at
+    """``frame`` with ``patch`` (h, w[, C]) blended in by ``mask`` (h, w) in [0, 1] at
     ``origin`` (x, y): the shared last step of the generator's paste and of HD retrieval."""
     x1, y1 = origin
     region = frame[y1:y1 + mask.shape[0], x1:x1 + mask.shape[1]]
@@ -127,7 +129,7 @@ def _poisson(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray,
         return frame
     edge = cv2.dilate(inside, np.ones((3, 3), np.uint8)) - inside
     under = frame[y1:y1 + h, x1:x1 + w]
-    offset = np.zeros((h, w, 3), np.float32)  # frame - patch, on the edge only
+    offset = np.zeros((h, w, _channels(patch)), np.float32)  # frame - patch, on the edge
     cv2.subtract(under, patch, offset, mask=edge, dtype=cv2.CV_32F)
     field = membrane(offset, edge.astype(np.float32))
     cloned = cv2.add(patch, field, dtype=cv2.CV_8U)  # rounded and saturated
@@ -135,6 +137,10 @@ def _poisson(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray,
     out = frame.copy()
     out[y1:y1 + h, x1:x1 + w] = _mix(cloned, under, mask * inside)
     return out
+
+
+def _channels(image: np.ndarray) -> int:
+    return 1 if image.ndim == 2 else image.shape[2]
 
 
 def membrane(values: np.ndarray, known: np.ndarray, coarsest_px: int = 4) -> np.ndarray:

@@ -26,7 +26,15 @@ from hygie_w2l.geometry import (
 )
 from hygie_w2l.landmarks import mesh_connections, mouth_axes
 from hygie_w2l.library import lip_points
-from hygie_w2l.pixels import align, frame_hw, read_region, with_region
+from hygie_w2l.pixels import (
+    align,
+    even,
+    frame_hw,
+    layers_like,
+    read_layers,
+    subsampling,
+    with_layers,
+)
 from hygie_w2l.types import Affine, Landmarks
 
 Region = Literal["inner", "lips"]  # teeth and tongue only, or the whole mouth
@@ -46,12 +54,15 @@ def _border_points(patch_hw: tuple[int, int], inset: float = 1.0) -> np.ndarray:
                     np.float32)
 
 
-def piecewise_affine_map(src_pts: np.ndarray, dst_pts: np.ndarray,
-                         roi: tuple[int, int, int, int], fallback: Affine,
-                         step: int = MAP_STEP_PX) -> tuple[np.ndarray, np.ndarray]:
+def piecewise_affine_maps(src_pts: np.ndarray, dst_pts: np.ndarray,
+                          roi: tuple[int, int, int, int], fallback: Affine,
+                          step: int = MAP_STEP_PX, subsampling: tuple[int, ...] = (1,)
+                          ) -> list[tuple[np.ndarray, np.ndarray]]:
     """cv2.remap maps over ``roi`` (x1, y1, x2, y2 in destination pixels) that take each
     destination pixel inside the Delaunay triangulation of ``dst_pts`` to its source
-    position (affine per triangle); elsewhere the ``fallback`` (dst -> src) matrix.
+    position (affine per triangle); elsewhere the ``fallback`` (dst -> src) matrix. One
+    (map_x, map_y) per ``subsampling`` s (pixels.py's layers): the same maps for pictures
+    s times smaller each side, source and destination (s = 2 needs even corners).
 
     The maps are computed every ``step`` pixels and interpolated (bilinear) in between: a
     piecewise-affine map is continuous, so this is exact inside the triangles and off by a
@@ -74,12 +85,26 @@ def piecewise_affine_map(src_pts: np.ndarray, dst_pts: np.ndarray,
         cv2.fillConvexPoly(labels, triangle, (n,), shift=4)
     ys, xs = _grid(hs, ws, step)
     m = mats[labels]
-    map_x = m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2]
-    map_y = m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2]
-    if step > 1:  # back to every pixel (cv2.resize aligns pixel centres, as chosen above)
-        map_x = cv2.resize(map_x, (ws * step, hs * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
-        map_y = cv2.resize(map_y, (ws * step, hs * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
-    return np.ascontiguousarray(map_x), np.ascontiguousarray(map_y)
+    coarse = (m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2],
+              m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2])
+    return [_dense(coarse, step, s, (h, w)) for s in subsampling]
+
+
+def _dense(coarse: tuple[np.ndarray, np.ndarray], step: int, s: int, hw: tuple[int, int]
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Coarse maps (values in full-resolution pixels, every ``step``-th pixel) as the maps
+    of every pixel of a picture subsampled ``s`` times: a pixel i there is centred on
+    s * i + (s - 1) / 2 here, which is where the coarse grid's samples lie when s = step."""
+    assert step % s == 0 and (s == 1 or (hw[0] % s == 0 and hw[1] % s == 0))
+    h, w, up = hw[0] // s, hw[1] // s, step // s
+    dense = []
+    for c in coarse:
+        if s > 1:
+            c = (c - (s - 1) / 2) / s
+        if up > 1:  # cv2.resize aligns pixel centres, as the coarse grid's
+            c = cv2.resize(c, (c.shape[1] * up, c.shape[0] * up), interpolation=cv2.INTER_LINEAR)
+        dense.append(np.ascontiguousarray(c[:h, :w]))
+    return dense[0], dense[1]
 
 
 @functools.lru_cache(maxsize=16)
@@ -112,39 +137,40 @@ def compose(frame: np.ndarray, lips: np.ndarray, patch: np.ndarray, patch_points
             strength: float = 1.0, region: Region = "inner", mode: BlendMode = "poisson",
             dilate: float = HD_DILATE) -> np.ndarray:
     """A copy of ``frame`` (BGR or I420: pixels.py) whose inner mouth (``region`` "inner":
-    teeth, tongue) or whole mouth ("lips") is the library ``patch`` (canonical frame, its
-    lip points ``patch_points`` (40, 2)) warped onto the lip contour ``lips`` (40, 2) of the
-    frame, blended by ``strength``; ``dilate``: the mask's growth, in mouth widths. Only
-    the region the mouth reaches is read, edited and written back."""
+    teeth, tongue) or whole mouth ("lips") is the library ``patch`` (BGR, canonical frame,
+    its lip points ``patch_points`` (40, 2)) warped onto the lip contour ``lips`` (40, 2)
+    of the frame, blended by ``strength``; ``dilate``: the mask's growth, in mouth widths.
+    Only the region the mouth reaches is read, edited (in the frame's own planes) and
+    written back."""
     if strength <= 0:
         return frame
-    control = _patch_points(lips, patch, patch_points)
-    if frame.ndim == 3:
-        return _compose(frame, lips, patch, control, strength, region, mode, dilate)
-    roi = _roi(control[1], frame_hw(frame))  # I420: only the mouth's region, as BGR
+    src, dst, m = _patch_points(lips, patch, patch_points)
+    roi = _roi(dst, frame_hw(frame))
     if roi is None:
         return frame
     roi = align(roi, frame)
-    src, dst, m = control
     o = np.array(roi[:2], np.float64)
-    done = _compose(read_region(frame, roi), lips - o, patch, (src, dst - o, translated(m, o)),
-                    strength, region, mode, dilate)
-    return with_region(frame, roi, done)
+    done = _compose(read_layers(frame, roi), subsampling(frame), lips - o,
+                    layers_like(patch, frame), (src, dst - o, translated(m, o)), strength,
+                    region, mode, dilate)
+    return with_layers(frame, roi, done)
 
 
-def _compose(frame: np.ndarray, lips: np.ndarray, patch: np.ndarray,
-             control: tuple[np.ndarray, np.ndarray, Affine], strength: float, region: Region,
-             mode: BlendMode, dilate: float) -> np.ndarray:
-    """:func:`compose` with the patch warp's control points (:func:`_patch_points`) given."""
+def _compose(layers: list[np.ndarray], subs: tuple[int, ...], lips: np.ndarray,
+             patch: list[np.ndarray], control: tuple[np.ndarray, np.ndarray, Affine],
+             strength: float, region: Region, mode: BlendMode, dilate: float
+             ) -> list[np.ndarray]:
+    """:func:`compose` on a region's layers (pixels.py; ``subs``: their subsampling), the
+    patch's likewise, with the
+    patch warp's control points (:func:`_patch_points`) given."""
     src, dst, m = control
-    roi = _roi(dst, frame.shape[:2])
+    hw = (layers[0].shape[0], layers[0].shape[1])
+    roi = _roi(dst, hw)
     if roi is None:
-        return frame
+        return layers
+    if max(subs) > 1:
+        roi = even(roi, hw)
     x1, y1, x2, y2 = roi
-    map_x, map_y = piecewise_affine_map(src, dst, roi, m)
-    # cubic: bilinear resampling alone took 23 % of the inner mouth's detail (measured,
-    # Laplacian energy on talk_selfie_24s: 0.56 -> 0.73 of the real video's with cubic)
-    warped = cv2.remap(patch, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     half = len(lips) // 2
     outer, inner = lips[:half], lips[half:]
     ring = (outer if region == "lips" else inner).astype(np.float32) - (x1, y1)
@@ -152,8 +178,19 @@ def _compose(frame: np.ndarray, lips: np.ndarray, patch: np.ndarray,
     mask = polygon_mask(ring, (y2 - y1, x2 - x1), dilate_px=int(round(dilate * width)),
                         feather_px=max(int(round(HD_FEATHER * width)), 1))
     if mask.max() < 0.05:
-        return frame
-    return blend_region(frame, warped, mask * float(strength), (x1, y1), mode)
+        return layers
+    maps = piecewise_affine_maps(src, dst, roi, m, MAP_STEP_PX, subs)
+    done = []
+    for layer, image, s, (map_x, map_y) in zip(layers, patch, subs, maps, strict=True):
+        # cubic: bilinear resampling alone took 23 % of the inner mouth's detail (measured,
+        # Laplacian energy on talk_selfie_24s: 0.56 -> 0.73 of the real video's with cubic)
+        warped = cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC,
+                           borderMode=cv2.BORDER_REPLICATE)
+        alpha = mask if s == 1 else cv2.resize(mask, (map_x.shape[1], map_x.shape[0]),
+                                               interpolation=cv2.INTER_AREA)
+        done.append(blend_region(layer, warped, alpha * float(strength), (x1 // s, y1 // s),
+                                 mode))
+    return done
 
 
 def _patch_points(lips: np.ndarray, patch: np.ndarray, patch_points: np.ndarray
@@ -205,23 +242,27 @@ def move_jaw(landmarks: Landmarks, lips: np.ndarray, target: np.ndarray
     return jaw[below], jaw[below] + weight * shift
 
 
-def warp_lower_face(frame: np.ndarray, lips: np.ndarray, target: np.ndarray,
-                    jaw: tuple[np.ndarray, np.ndarray], roi: tuple[int, int, int, int]
-                    ) -> np.ndarray:
-    """A copy of ``frame`` (BGR) whose lips move from ``lips`` to ``target`` (40, 2) and
-    whose jaw and chin follow (``jaw``: :func:`move_jaw`'s points): one piecewise-affine
-    warp of ``roi``, fixed on its border so it joins the frame without a seam."""
+def warp_lower_face(layers: list[np.ndarray], subs: tuple[int, ...],
+                    lips: np.ndarray, target: np.ndarray, jaw: tuple[np.ndarray, np.ndarray],
+                    roi: tuple[int, int, int, int]) -> list[np.ndarray]:
+    """A copy of a region's ``layers`` (pixels.py; ``subs``: their subsampling) whose lips
+    move from ``lips`` to ``target`` (40, 2) and whose jaw and chin follow (``jaw``:
+    :func:`move_jaw`'s points): one piecewise-affine warp of ``roi`` (even corners for
+    subsampled layers), fixed on its border so it joins the rest without a seam."""
     x1, y1, x2, y2 = roi
     anchors = np.array([(x, y) for y in (y1, (y1 + y2) / 2, y2 - 1)
                         for x in (x1, (x1 + x2) / 2, x2 - 1)
                         if not (x == (x1 + x2) / 2 and y == (y1 + y2) / 2)], np.float64)
     src = np.concatenate([lips, jaw[0], anchors])
     dst = np.concatenate([target, jaw[1], anchors])
-    map_x, map_y = piecewise_affine_map(src, dst, roi, IDENTITY, FACE_MAP_STEP_PX)
-    out = frame.copy()
-    out[y1:y2, x1:x2] = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REPLICATE)
-    return out
+    maps = piecewise_affine_maps(src, dst, roi, IDENTITY, FACE_MAP_STEP_PX, subs)
+    warped = []
+    for layer, s, (map_x, map_y) in zip(layers, subs, maps, strict=True):
+        out = layer.copy()
+        out[y1 // s:y2 // s, x1 // s:x2 // s] = cv2.remap(layer, map_x, map_y, cv2.INTER_LINEAR,
+                                                          borderMode=cv2.BORDER_REPLICATE)
+        warped.append(out)
+    return warped
 
 
 def compose_lips(frame: np.ndarray, landmarks: Landmarks, target: np.ndarray,
@@ -231,7 +272,8 @@ def compose_lips(frame: np.ndarray, landmarks: Landmarks, target: np.ndarray,
     face is warped so its lips take the ``target`` contour (40, 2) and its chin follows,
     then the library mouth (lips, teeth, tongue: ``patch`` with its points) composed onto
     that contour; ``strength`` fades both (0: the frame as it was). Only the region the two
-    reach is read, edited and written back."""
+    reach is read, edited (in the frame's own planes: no colour conversion) and written
+    back."""
     if strength <= 0:
         return frame
     lips = lip_points(landmarks)
@@ -249,8 +291,11 @@ def compose_lips(frame: np.ndarray, landmarks: Landmarks, target: np.ndarray,
                  max(face[2], mouth[2]), max(face[3], mouth[3])), frame)
     o = np.array(roi[:2], np.float64)
     local = (face[0] - roi[0], face[1] - roi[1], face[2] - roi[0], face[3] - roi[1])
-    region = read_region(frame, roi)
-    region = warp_lower_face(region, lips - o, target - o, (jaw[0] - o, jaw[1] - o), local)
-    region = _compose(region, target - o, patch, (src, dst - o, translated(m, o)), strength,
-                      "lips", mode, LIPS_DILATE)
-    return with_region(frame, roi, region)
+    layers, subs = read_layers(frame, roi), subsampling(frame)
+    if max(subs) > 1:
+        local = even(local, (roi[3] - roi[1], roi[2] - roi[0]))
+    layers = warp_lower_face(layers, subs, lips - o, target - o, (jaw[0] - o, jaw[1] - o),
+                             local)
+    layers = _compose(layers, subs, target - o, layers_like(patch, frame),
+                      (src, dst - o, translated(m, o)), strength, "lips", mode, LIPS_DILATE)
+    return with_layers(frame, roi, layers)

@@ -2,11 +2,12 @@
 tracker need, and I420 (H * 3 / 2, W): the decoder's own planar YUV 4:2:0, as OpenCV
 lays it out (the Y plane, then U, then V).
 
-A path that edits a small region of each frame (the lips path) keeps its frames in I420
-from the decoder to the encoder: nothing converts or copies whole frames, half the bytes go
-through the pipes, and the pixels it does not edit reach x264 exactly as decoded. It turns
-only the region it edits into BGR and back (OpenCV's BT.601 conversion both ways: an
-unedited pixel comes back to within a level of where it was)."""
+Every render path keeps its frames in I420 from the decoder to the encoder: nothing
+converts or copies whole frames, half the bytes go through the pipes, and the pixels it
+does not edit reach x264 exactly as decoded. A generator's paste turns only the region it
+edits into BGR and back (OpenCV's BT.601 conversion both ways: an unedited pixel comes back
+to within a level of where it was); the library mouth's composition (compose.py) edits the
+region in the frame's own planes, with no conversion at all (:func:`read_layers`)."""
 
 from __future__ import annotations
 
@@ -50,11 +51,13 @@ def to_bgr(frame: np.ndarray) -> np.ndarray:
 def align(roi: Roi, frame: np.ndarray) -> Roi:
     """``roi`` grown to even corners on an I420 frame (whole chroma samples), unchanged on
     a BGR one."""
-    if frame.ndim == 3:
-        return roi
-    h, w = frame_hw(frame)
+    return roi if frame.ndim == 3 else even(roi, frame_hw(frame))
+
+
+def even(roi: Roi, hw: tuple[int, int]) -> Roi:
+    """``roi`` grown to even corners inside a picture of even size ``hw``."""
     x1, y1, x2, y2 = roi
-    return x1 & ~1, y1 & ~1, min(x2 + (x2 & 1), w), min(y2 + (y2 & 1), h)
+    return x1 & ~1, y1 & ~1, min(x2 + (x2 & 1), hw[1]), min(y2 + (y2 & 1), hw[0])
 
 
 def _planes(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,24 +85,71 @@ def read_region(frame: np.ndarray, roi: Roi) -> np.ndarray:
 
 def with_region(frame: np.ndarray, roi: Roi, region: np.ndarray) -> np.ndarray:
     """A copy of ``frame`` whose ``roi`` is the BGR ``region``."""
+    if frame.ndim == 3:
+        return with_layers(frame, roi, [region])
+    y, u, v = _planes(to_i420(region))
+    return with_layers(frame, roi, [y, cv2.merge([u, v])])
+
+
+def to_i420(bgr: np.ndarray) -> np.ndarray:
+    """A BGR picture of even size as I420, each chroma sample its 2x2 block's mean colour's,
+    as swscale does it (OpenCV's conversion takes the block's top-left pixel's: colour
+    edges alias, the lips' against skin and teeth; chroma is linear in BGR, so the mean's
+    chroma is the chroma's mean)."""
+    h, w = bgr.shape[:2]
+    out = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+    means = cv2.resize(bgr, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    blocks = cv2.resize(means, (w, h), interpolation=cv2.INTER_NEAREST)
+    out[h:] = cv2.cvtColor(blocks, cv2.COLOR_BGR2YUV_I420)[h:]
+    return out
+
+
+# A region can also be edited in the planes the frame holds it in, with no conversion:
+# "layers", each an (h / s, w / s[, C]) image at subsampling s. BGR: the (h, w, 3) picture
+# alone (s = 1); I420: the luma (h, w) (s = 1) and the chroma, U and V as the two
+# channels of one (h / 2, w / 2, 2) image (s = 2). Edits that are linear per channel and
+# local (warps, colour shifts, Poisson blends, masks' mixes) are the same in either.
+
+def subsampling(frame: np.ndarray) -> tuple[int, ...]:
+    """Each of the frame's layers' subsampling: (1,) for BGR, (1, 2) for I420."""
+    return (1,) if frame.ndim == 3 else (1, 2)
+
+
+def read_layers(frame: np.ndarray, roi: Roi) -> list[np.ndarray]:
+    """The frame's ``roi`` (corners even on I420: :func:`align`) as its layers (the luma
+    and BGR ones are views: edit copies)."""
+    x1, y1, x2, y2 = roi
+    if frame.ndim == 3:
+        return [frame[y1:y2, x1:x2]]
+    y, u, v = _planes(frame)
+    half = np.s_[y1 // 2:y2 // 2, x1 // 2:x2 // 2]
+    return [y[y1:y2, x1:x2], cv2.merge([u[half], v[half]])]
+
+
+def with_layers(frame: np.ndarray, roi: Roi, layers: list[np.ndarray]) -> np.ndarray:
+    """A copy of ``frame`` whose ``roi`` is ``layers`` (:func:`read_layers`'s layout)."""
     x1, y1, x2, y2 = roi
     out = frame.copy()
     if frame.ndim == 3:
-        out[y1:y2, x1:x2] = region
+        out[y1:y2, x1:x2] = layers[0]
         return out
-    h, w = y2 - y1, x2 - x1
-    small = cv2.cvtColor(region, cv2.COLOR_BGR2YUV_I420).reshape(-1)
-    # OpenCV takes each chroma sample from the top-left pixel of its 2x2 block (colour
-    # edges alias: the lips' against skin and teeth); take the block's mean colour's, as
-    # swscale does (chroma is linear in BGR: the mean's chroma is the chroma's mean)
-    means = cv2.resize(region, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-    blocks = cv2.resize(means, (w, h), interpolation=cv2.INTER_NEAREST)
-    small[h * w:] = cv2.cvtColor(blocks, cv2.COLOR_BGR2YUV_I420).reshape(-1)[h * w:]
     y, u, v = _planes(out)
-    y[y1:y2, x1:x2] = small[:h * w].reshape(h, w)
-    u[y1 // 2:y2 // 2, x1 // 2:x2 // 2] = small[h * w:h * w * 5 // 4].reshape(h // 2, w // 2)
-    v[y1 // 2:y2 // 2, x1 // 2:x2 // 2] = small[h * w * 5 // 4:].reshape(h // 2, w // 2)
+    half = np.s_[y1 // 2:y2 // 2, x1 // 2:x2 // 2]
+    y[y1:y2, x1:x2] = layers[0]
+    u[half], v[half] = layers[1][..., 0], layers[1][..., 1]
     return out
+
+
+def layers_like(bgr: np.ndarray, frame: np.ndarray) -> list[np.ndarray]:
+    """A BGR picture (a library patch) as layers of the frame's format (I420: its last row
+    or column repeated to an even size)."""
+    if frame.ndim == 3:
+        return [bgr]
+    h, w = bgr.shape[:2]
+    if h % 2 or w % 2:
+        bgr = cv2.copyMakeBorder(bgr, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+    y, u, v = _planes(to_i420(bgr))
+    return [y, cv2.merge([u, v])]
 
 
 def warp_affine(frame: np.ndarray, m: Affine, size: tuple[int, int],

@@ -1,5 +1,6 @@
-"""I420 frames (the lips path's): a region read as BGR, edited and written back changes only
-that region, and the untouched pixels come back as they were."""
+"""I420 frames (every render path's): a region read as BGR or as the frame's own planes,
+edited and written back changes only that region, and the untouched pixels come back as
+they were."""
 
 from __future__ import annotations
 
@@ -59,6 +60,24 @@ def test_a_written_region_takes_each_chroma_sample_from_its_whole_2x2_block() ->
     got = np.array([u[5:15, 7], v[5:15, 7]], float).T  # the block over columns 4 and 5
     assert np.abs(got - (red + white) / 2).max() <= 1  # their mean, not one of them
     assert np.abs(np.array([u[5:15, 5], v[5:15, 5]], float).T - red).max() <= 1
+
+
+def test_layers_are_the_frames_own_planes_and_go_back_exactly() -> None:
+    i420 = cv2.cvtColor(_picture(), cv2.COLOR_BGR2YUV_I420)
+    roi = pixels.align((31, 17, 99, 77), i420)
+    luma, chroma = pixels.read_layers(i420, roi)
+    assert roi == (30, 16, 100, 78) and luma.shape == (62, 70) and chroma.shape == (31, 35, 2)
+    assert (pixels.with_layers(i420, roi, [luma, chroma]) == i420).all()  # not a level off
+    brighter = pixels.with_layers(i420, roi, [luma // 2 + 100, chroma])
+    y, u, v = pixels._planes(brighter)
+    y0, u0, v0 = pixels._planes(i420)
+    assert (u == u0).all() and (v == v0).all()  # the chroma is untouched
+    changed = y != y0
+    assert changed[16:78, 30:100].mean() > 0.9 and not changed[:16].any()
+    assert not changed[:, :30].any() and not changed[78:].any() and not changed[:, 100:].any()
+    patch = pixels.layers_like(_picture(41, 57), i420)  # odd: its edge repeated to even
+    assert patch[0].shape == (42, 58) and patch[1].shape == (21, 29, 2)
+    assert [a.shape for a in pixels.layers_like(_picture(41, 57), _picture())] == [(41, 57, 3)]
 
 
 def test_warp_affine_reads_only_what_it_needs_and_matches_the_whole_frame() -> None:
