@@ -9,7 +9,6 @@ an opening mouth drops the chin instead of being a sticker on a still face."""
 
 from __future__ import annotations
 
-import functools
 from typing import Literal
 
 import cv2
@@ -77,13 +76,17 @@ def piecewise_affine_maps(src_pts: np.ndarray, dst_pts: np.ndarray,
                                                             src_pts[tri].astype(np.float64),
                                                             outside)]).astype(np.float32)
     h, w = y2 - y1, x2 - x1
-    hs, ws = -(-h // step), -(-w // step)  # the coarse grid: pixel centres step * i + c
-    centre = (step - 1) / 2
+    # the coarse grid: pixel centres step * i + (step - 1) / 2, i from -1 to one past the
+    # last: samples beyond the edges, so the interpolation there is not clamped (that
+    # moved the edge pixels by up to (step - 1) / 2 + 1: a seam where a warp meets the frame)
+    hs, ws = -(-h // step) + 2, -(-w // step) + 2
+    first = (step - 1) / 2 - step
     labels = np.zeros((hs, ws), np.int32)
-    corners = np.round((local[tri] - centre) / step * 16).astype(np.int32)  # 4 bits sub-px
+    corners = np.round((local[tri] - first) / step * 16).astype(np.int32)  # 4 bits sub-px
     for n, triangle in enumerate(corners, start=1):
         cv2.fillConvexPoly(labels, triangle, (n,), shift=4)
-    ys, xs = _grid(hs, ws, step)
+    xs = (np.arange(ws, dtype=np.float32) * step + first)[None]
+    ys = (np.arange(hs, dtype=np.float32) * step + first)[:, None]
     m = mats[labels]
     coarse = (m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2],
               m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2])
@@ -92,9 +95,10 @@ def piecewise_affine_maps(src_pts: np.ndarray, dst_pts: np.ndarray,
 
 def _dense(coarse: tuple[np.ndarray, np.ndarray], step: int, s: int, hw: tuple[int, int]
            ) -> tuple[np.ndarray, np.ndarray]:
-    """Coarse maps (values in full-resolution pixels, every ``step``-th pixel) as the maps
-    of every pixel of a picture subsampled ``s`` times: a pixel i there is centred on
-    s * i + (s - 1) / 2 here, which is where the coarse grid's samples lie when s = step."""
+    """Coarse maps (values in full-resolution pixels, every ``step``-th pixel from one
+    sample before the first pixel) as the maps of every pixel of a picture subsampled ``s``
+    times: a pixel i there is centred on s * i + (s - 1) / 2 here, which is where the coarse
+    grid's samples lie when s = step."""
     assert step % s == 0 and (s == 1 or (hw[0] % s == 0 and hw[1] % s == 0))
     h, w, up = hw[0] // s, hw[1] // s, step // s
     dense = []
@@ -103,16 +107,8 @@ def _dense(coarse: tuple[np.ndarray, np.ndarray], step: int, s: int, hw: tuple[i
             c = (c - (s - 1) / 2) / s
         if up > 1:  # cv2.resize aligns pixel centres, as the coarse grid's
             c = cv2.resize(c, (c.shape[1] * up, c.shape[0] * up), interpolation=cv2.INTER_LINEAR)
-        dense.append(np.ascontiguousarray(c[:h, :w]))
+        dense.append(np.ascontiguousarray(c[up:up + h, up:up + w]))
     return dense[0], dense[1]
-
-
-@functools.lru_cache(maxsize=16)
-def _grid(hs: int, ws: int, step: int) -> np.ndarray:
-    """(2, hs, ws) float32: the y and x of the coarse grid's pixel centres (read-only)."""
-    grid = np.mgrid[0:hs, 0:ws].astype(np.float32) * step + (step - 1) / 2
-    grid.flags.writeable = False
-    return grid
 
 
 def _triangle_affines(d: np.ndarray, s: np.ndarray, degenerate: Affine) -> np.ndarray:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from hygie_w2l import pixels
-from hygie_w2l.compose import compose_lips
+from hygie_w2l.compose import compose_lips, piecewise_affine_maps
 from hygie_w2l.library import lip_points
 
 
@@ -78,6 +78,22 @@ def test_layers_are_the_frames_own_planes_and_go_back_exactly() -> None:
     patch = pixels.layers_like(_picture(41, 57), i420)  # odd: its edge repeated to even
     assert patch[0].shape == (42, 58) and patch[1].shape == (21, 29, 2)
     assert [a.shape for a in pixels.layers_like(_picture(41, 57), _picture())] == [(41, 57, 3)]
+
+
+def test_subsampled_warp_maps_are_the_same_warp_at_half_resolution() -> None:
+    a = np.array([[0.9, 0.15, 12.0], [-0.1, 1.1, -7.0]])  # one affine for every triangle
+    rng = np.random.default_rng(1)
+    dst = rng.uniform(10, 110, (30, 2))
+    src = dst @ a[:, :2].T + a[:, 2]
+    (x1, y1), (x2, y2) = np.floor(dst.min(0)).astype(int) & ~1, (120, 120)
+    full, half = piecewise_affine_maps(src, dst, (x1, y1, x2, y2), a, 4, (1, 2))
+    ys, xs = np.mgrid[y1:y2, x1:x2].astype(np.float64)
+    want = np.stack([a[0, 0] * xs + a[0, 1] * ys + a[0, 2], a[1, 0] * xs + a[1, 1] * ys + a[1, 2]])
+    assert np.abs(np.stack(full) - want).max() < 1e-3  # affine everywhere: exact
+    # a chroma sample (i, j) is centred on the luma pixels' (2 j + 0.5, 2 i + 0.5); the map
+    # gives chroma coordinates, which are (luma - 0.5) / 2
+    want_half = (want[:, :-1:2, :-1:2] + want[:, 1::2, 1::2]) / 2
+    assert np.abs(np.stack(half) - (want_half - 0.5) / 2).max() < 1e-3
 
 
 def test_warp_affine_reads_only_what_it_needs_and_matches_the_whole_frame() -> None:
