@@ -21,7 +21,15 @@ import cv2
 import numpy as np
 
 from hygie_w2l.geometry import Affine, invert
-from hygie_w2l.pixels import align, frame_hw, read_region, with_region
+from hygie_w2l.pixels import (
+    align,
+    frame_hw,
+    layers_like,
+    read_layers,
+    shrink,
+    subsampling,
+    with_layers,
+)
 
 BlendMode = Literal["feather", "poisson"]
 MEMBRANE_SMOOTHING = 4  # smoothing steps per coarse pyramid level (tests/test_blend.py)
@@ -87,13 +95,17 @@ def paste(frame: np.ndarray, crop: np.ndarray, crop_mask: np.ndarray, m: Affine,
     placed = unwarp(crop, crop_mask, m, frame_hw(frame))
     if placed is None:
         return frame.copy()
-    patch, mask, (x1, y1, x2, y2) = placed
-    if frame.ndim == 3:
-        return blend_region(frame, patch, mask, (x1, y1), mode, colour_correct)
-    roi = align((x1, y1, x2, y2), frame)  # I420: only the pasted region, as BGR
-    region = blend_region(read_region(frame, roi), patch, mask, (x1 - roi[0], y1 - roi[1]),
-                          mode, colour_correct)
-    return with_region(frame, roi, region)
+    patch, mask, roi = placed
+    aligned = align(roi, frame)  # I420: whole chroma samples, the rows and columns added
+    if aligned != roi:  # around the patch not pasted (mask 0)
+        grow = (roi[1] - aligned[1], aligned[3] - roi[3], roi[0] - aligned[0], aligned[2] - roi[2])
+        patch = cv2.copyMakeBorder(patch, *grow, cv2.BORDER_REPLICATE)
+        mask = cv2.copyMakeBorder(mask, *grow, cv2.BORDER_CONSTANT, value=(0,))
+    # the region in the frame's own planes (pixels.py), the patch likewise
+    layers = [blend_region(layer, image, shrink(mask, s), (0, 0), mode, colour_correct)
+              for layer, image, s in zip(read_layers(frame, aligned), layers_like(patch, frame),
+                                         subsampling(frame), strict=True)]
+    return with_layers(frame, aligned, layers)
 
 
 def blend_region(frame: np.ndarray, patch: np.ndarray, mask: np.ndarray,

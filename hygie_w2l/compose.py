@@ -31,6 +31,7 @@ from hygie_w2l.pixels import (
     frame_hw,
     layers_like,
     read_layers,
+    shrink,
     subsampling,
     with_layers,
 )
@@ -182,10 +183,8 @@ def _compose(layers: list[np.ndarray], subs: tuple[int, ...], lips: np.ndarray,
         # Laplacian energy on talk_selfie_24s: 0.56 -> 0.73 of the real video's with cubic)
         warped = cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC,
                            borderMode=cv2.BORDER_REPLICATE)
-        alpha = mask if s == 1 else cv2.resize(mask, (map_x.shape[1], map_x.shape[0]),
-                                               interpolation=cv2.INTER_AREA)
-        done.append(blend_region(layer, warped, alpha * float(strength), (x1 // s, y1 // s),
-                                 mode))
+        done.append(blend_region(layer, warped, shrink(mask, s) * float(strength),
+                                 (x1 // s, y1 // s), mode))
     return done
 
 

@@ -83,14 +83,6 @@ def read_region(frame: np.ndarray, roi: Roi) -> np.ndarray:
     return cv2.cvtColor(small.reshape(h * 3 // 2, w), cv2.COLOR_YUV2BGR_I420)
 
 
-def with_region(frame: np.ndarray, roi: Roi, region: np.ndarray) -> np.ndarray:
-    """A copy of ``frame`` whose ``roi`` is the BGR ``region``."""
-    if frame.ndim == 3:
-        return with_layers(frame, roi, [region])
-    y, u, v = _planes(to_i420(region))
-    return with_layers(frame, roi, [y, cv2.merge([u, v])])
-
-
 def to_i420(bgr: np.ndarray) -> np.ndarray:
     """A BGR picture of even size as I420, each chroma sample its 2x2 block's mean colour's,
     as swscale does it (OpenCV's conversion takes the block's top-left pixel's: colour
@@ -138,6 +130,14 @@ def with_layers(frame: np.ndarray, roi: Roi, layers: list[np.ndarray]) -> np.nda
     y[y1:y2, x1:x2] = layers[0]
     u[half], v[half] = layers[1][..., 0], layers[1][..., 1]
     return out
+
+
+def shrink(mask: np.ndarray, s: int) -> np.ndarray:
+    """A mask (h, w) for a layer of subsampling ``s`` (even sizes): each sample its
+    s x s block's mean."""
+    if s == 1:
+        return mask
+    return cv2.resize(mask, (mask.shape[1] // s, mask.shape[0] // s), interpolation=cv2.INTER_AREA)
 
 
 def layers_like(bgr: np.ndarray, frame: np.ndarray) -> list[np.ndarray]:
