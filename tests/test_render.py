@@ -245,6 +245,28 @@ def test_out_of_memory_halves_the_batch_instead_of_failing(film_ckpt: Path,
     assert np.abs(out.astype(int) - whole).max() <= 1
 
 
+def test_the_onnx_engine_runs_a_batch_in_parts_at_once_with_the_same_frames(
+        film_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    from hygie_w2l.generate import Engine
+    from hygie_w2l.generators import generator_for
+    from hygie_w2l.models.checkpoint import load_checkpoint
+
+    monkeypatch.setenv("HYGIE_CACHE", str(tmp_path / "cache"))
+    ckpt = load_checkpoint(film_ckpt)
+    inputs = torch.rand(7, 4, 96, 96)
+    mels = np.random.default_rng(0).standard_normal((7, 80, 16)).astype(np.float32)
+    torch_out = Engine(ckpt, generator_for(ckpt), CPU)(inputs, mels).astype(int)
+    outs = {}
+    for threads in (1, 3):
+        engine = Engine(ckpt, generator_for(ckpt), EngineConfig(engine="onnx", threads=threads),
+                        source=film_ckpt)
+        outs[threads] = engine(inputs, mels).astype(int)
+        assert engine.parts == threads and (engine.pool is not None) == (threads > 1)
+    assert (outs[1] == outs[3]).all()  # parts of 3, 2 and 2 frames: the frames of one run
+    assert np.abs(outs[3] - torch_out).max() <= 1
+
+
 @pytest.mark.slow
 def test_int8_onnx_engine_is_calibrated_once_then_cached(synth_clip, wav2lip_ckpt: Path,
                                                         tmp_path: Path,
