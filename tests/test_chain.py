@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hygie_w2l.chain import Frame, run_chain
+from hygie_w2l.chain import CHAIN_QUEUE_BYTES, Frame, reader_batch, run_chain
 from hygie_w2l.generate import EngineConfig
 from hygie_w2l.media import read_frames
 from hygie_w2l.render import RenderConfig, render
@@ -97,6 +97,19 @@ def test_a_caller_that_stops_early_stops_the_threads() -> None:
     next(chain)
     chain.close()
     assert threading.active_count() == before
+
+
+def test_frames_in_flight_cost_about_the_same_at_every_resolution() -> None:
+    def i420(h: int, w: int) -> int:
+        return h * w * 3 // 2
+
+    assert reader_batch(8, i420(720, 1280)) == (8, 2)  # two batches of 8 per queue
+    assert reader_batch(8, i420(1080, 1920)) == (8, 1)  # one
+    assert reader_batch(8, i420(2160, 3840)) == (2, 1)  # one of two 4K frames
+    assert reader_batch(8, 10 * CHAIN_QUEUE_BYTES) == (1, 1)  # never none
+    for h, w in ((720, 1280), (1080, 1920), (2160, 3840)):
+        per_batch, queued = reader_batch(8, i420(h, w))
+        assert per_batch * queued * i420(h, w) <= CHAIN_QUEUE_BYTES
 
 
 def test_parallel_and_sequential_renders_are_the_same_video(synth_clip, random_film_ckpt: Path,
