@@ -158,8 +158,7 @@ def _compose(layers: list[np.ndarray], subs: tuple[int, ...], lips: np.ndarray,
              strength: float, region: Region, mode: BlendMode, dilate: float
              ) -> list[np.ndarray]:
     """:func:`compose` on a region's layers (pixels.py; ``subs``: their subsampling), the
-    patch's likewise, with the
-    patch warp's control points (:func:`_patch_points`) given."""
+    patch's likewise, with the patch warp's control points (:func:`_patch_points`) given."""
     src, dst, m = control
     hw = (layers[0].shape[0], layers[0].shape[1])
     roi = _roi(dst, hw)

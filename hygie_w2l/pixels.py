@@ -4,10 +4,11 @@ lays it out (the Y plane, then U, then V).
 
 Every render path keeps its frames in I420 from the decoder to the encoder: nothing
 converts or copies whole frames, half the bytes go through the pipes, and the pixels it
-does not edit reach x264 exactly as decoded. A generator's paste turns only the region it
-edits into BGR and back (OpenCV's BT.601 conversion both ways: an unedited pixel comes back
-to within a level of where it was); the library mouth's composition (compose.py) edits the
-region in the frame's own planes, with no conversion at all (:func:`read_layers`)."""
+does not edit reach x264 exactly as decoded. Only what a path reads as a picture (the
+generator's crop: :func:`warp_affine`) is turned into BGR; the edits (a generator's paste,
+the library mouth's composition) are made on the region in the frame's own planes, with no
+colour conversion at all (:func:`read_layers`), a BGR patch entering them by
+:func:`layers_like`."""
 
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def read_layers(frame: np.ndarray, roi: Roi) -> list[np.ndarray]:
     if frame.ndim == 3:
         return [frame[y1:y2, x1:x2]]
     y, u, v = _planes(frame)
-    half = np.s_[y1 // 2:y2 // 2, x1 // 2:x2 // 2]
+    half = _chroma(roi)
     return [y[y1:y2, x1:x2], cv2.merge([u[half], v[half]])]
 
 
@@ -126,10 +127,16 @@ def with_layers(frame: np.ndarray, roi: Roi, layers: list[np.ndarray]) -> np.nda
         out[y1:y2, x1:x2] = layers[0]
         return out
     y, u, v = _planes(out)
-    half = np.s_[y1 // 2:y2 // 2, x1 // 2:x2 // 2]
+    half = _chroma(roi)
     y[y1:y2, x1:x2] = layers[0]
     u[half], v[half] = layers[1][..., 0], layers[1][..., 1]
     return out
+
+
+def _chroma(roi: Roi) -> tuple[slice, slice]:
+    """The chroma planes' part under ``roi`` (even corners)."""
+    x1, y1, x2, y2 = roi
+    return slice(y1 // 2, y2 // 2), slice(x1 // 2, x2 // 2)
 
 
 def shrink(mask: np.ndarray, s: int) -> np.ndarray:
