@@ -1,3 +1,6 @@
+import fcntl
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +96,38 @@ def test_writer_and_reader_round_trip(tmp_path: Path) -> None:
     back = list(media.read_frames(out))
     assert len(back) == 10
     assert all(abs(float(b.mean()) - float(f.mean())) < 3 for b, f in zip(back, frames, strict=True))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="pipe sizes are Linux's")
+def test_frame_pipes_are_widened_towards_a_frame(tmp_path: Path) -> None:
+    # a 640x480 I420 frame is 460,800 bytes: its pipes hold it whole, not in 64 KiB fills
+    frame_bytes = 640 * 480 * 3 // 2
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as r, os.fdopen(write_fd, "wb") as w:
+        assert fcntl.fcntl(w.fileno(), fcntl.F_GETPIPE_SZ) < frame_bytes
+        assert media.widen_pipe(w, frame_bytes) >= frame_bytes
+        assert fcntl.fcntl(r.fileno(), fcntl.F_GETPIPE_SZ) >= frame_bytes  # one pipe, two ends
+    with media.VideoWriter(tmp_path / "v.mp4", 640, 480, 25, pix_fmt="yuv420p") as writer:
+        assert writer._proc.stdin is not None
+        assert fcntl.fcntl(writer._proc.stdin.fileno(), fcntl.F_GETPIPE_SZ) >= frame_bytes
+        writer.write(np.zeros((720, 640), np.uint8))
+    frames = media.read_frames(tmp_path / "v.mp4", pix_fmt="yuv420p")
+    assert next(frames).shape == (720, 640)  # the decoder's stdout is open now: find it
+    assert any(os.readlink(f).startswith("pipe:") and _pipe_size(f) >= frame_bytes
+               for f in Path(f"/proc/{os.getpid()}/fd").iterdir())
+    frames.close()
+
+
+def _pipe_size(fd_link: Path) -> int:
+    """The size of the pipe behind one of our descriptors (opened anew through /proc)."""
+    try:
+        fd = os.open(fd_link, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return 0
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(fd)
 
 
 def test_reader_resamples_to_the_requested_rate(tmp_path: Path) -> None:
