@@ -7,11 +7,13 @@ Video is streamed: memory depends on one frame, never on the length of the file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Literal
@@ -68,8 +70,26 @@ class MediaInfo:
         return bool(self.audio_streams)
 
 
+_EXE_LOCK = threading.Lock()
+
+
 def ffmpeg_exe() -> str:
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    """The bundled ffmpeg (or $IMAGEIO_FFMPEG_EXE). imageio-ffmpeg checks it once per process
+    by running ``ffmpeg -version`` (0.12 s): threads asking at once wait for that one check."""
+    with _EXE_LOCK:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def warm_ffmpeg() -> threading.Thread:
+    """Make that check now, in a thread (the CLI starts it while Python imports the models,
+    with a core to spare); a missing binary is reported by the first real use, not here."""
+    def check() -> None:
+        with contextlib.suppress(RuntimeError, OSError):
+            ffmpeg_exe()
+
+    thread = threading.Thread(target=check, name="ffmpeg-check", daemon=True)
+    thread.start()
+    return thread
 
 
 def widen_pipe(pipe: IO[bytes] | None, frame_bytes: int) -> int:

@@ -16,6 +16,7 @@ import json
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from hygie_w2l.hd import HDConfig, library_for
 from hygie_w2l.media import DEFAULT_CRF, DEFAULT_PRESET, AudioFile, VideoWriter, X264Preset
 from hygie_w2l.models.checkpoint import load_checkpoint
 from hygie_w2l.pixels import PixelFormat, frame_shape
-from hygie_w2l.template import LoopMode, Template, load_template, template_index
+from hygie_w2l.template import LoopMode, Template, load_template, template_index, template_info
 from hygie_w2l.types import GENERATOR_ARCHS
 
 STAGES = ("decode", "track", "crop", "generate", "blend", "hd", "lips", "compose", "encode")
@@ -176,7 +177,11 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hygie-render-",
                                                                    dir=out.parent)))
-        job = _open(face, audio, config, tmp, timer, generator.pixel_format)
+        # the speech is decoded while the template is probed (two ffmpeg processes at once;
+        # the set-up has a core to spare): 0.1 s of a warm render
+        speech = stack.enter_context(ThreadPoolExecutor(1, "render-speech")).submit(
+            _speech, audio, config, tmp, timer)
+        job = _open(face, speech, config, tmp, timer, generator.pixel_format)
         stack.callback(job.template.close)
         track = job.template.track
         context = StageContext(ckpt, Path(checkpoint), plan_crops(track,
@@ -191,23 +196,36 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
     return _summarise(out, job, started, cpu, preview, stats, mouth.info(), generator)
 
 
-def _open(face: str | Path, audio: str | Path, config: RenderConfig, tmp: Path,
-          timer: Timer, pix_fmt: PixelFormat) -> _Job:
-    """Decode the speech (streamed to disk), gate its silences, decode and track the
-    template (as many frames as will be shown, held as ``pix_fmt`` where it can be)."""
+def _speech(audio: str | Path, config: RenderConfig, tmp: Path, timer: Timer
+            ) -> tuple[AudioFile, int, np.ndarray]:
+    """Decode the speech (streamed to disk), count the frames it lasts, gate its silences."""
     with timer("decode"):
         speech = AudioFile(audio, tmp)  # streamed: memory does not grow with its length
         n_frames = n_video_frames(speech.n_samples, config.fps)
-        voiced = silence_gate(speech, n_frames, config.fps, config.silence_db)
+        return speech, n_frames, silence_gate(speech, n_frames, config.fps, config.silence_db)
+
+
+def _open(face: str | Path, speech: Future[tuple[AudioFile, int, np.ndarray]],
+          config: RenderConfig, tmp: Path, timer: Timer, pix_fmt: PixelFormat) -> _Job:
+    """The ``speech`` (:func:`_speech`, being decoded) and the template: probed meanwhile,
+    then decoded and tracked (as many frames as will be shown, held as ``pix_fmt`` where it
+    can be). A bad speech file is reported before a bad template, as when one followed the
+    other."""
+    try:
+        info = template_info(face)
+    except Exception:
+        speech.result()  # its own error, if any, first
+        raise
+    audio, n_frames, voiced = speech.result()
     template = load_template(face, config.fps, config.start_s, config.tracker,
                              max_frames=n_frames, use_cache=config.template_cache,
-                             pix_fmt=pix_fmt)
+                             pix_fmt=pix_fmt, info=info)
     if not template.track.valid.any():
         template.close()
         raise NoFaceError(f"{face}: no face found in the template. Give a video or photo "
                           "where the face is clearly visible.")
 
-    return _Job(template, speech, voiced, n_frames, timer, tmp)
+    return _Job(template, audio, voiced, n_frames, timer, tmp)
 
 
 def _frames(job: _Job, config: RenderConfig, batch_size: int) -> Iterator[list[Frame]]:

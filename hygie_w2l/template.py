@@ -168,17 +168,25 @@ class Template:
             self.tmpdir.cleanup()
 
 
+def template_info(path: str | Path) -> MediaInfo | None:
+    """What :func:`load_template` learns of a video first (its frames counted; None for an
+    image), for a caller that probes it while doing something else."""
+    return None if Path(path).suffix.lower() in IMAGE_SUFFIXES else probe(path)
+
+
 def load_template(path: str | Path, fps: float, start_s: float = 0.0,
                   config: TrackerConfig = TrackerConfig(), max_frames: int | None = None,
-                  use_cache: bool = True, pix_fmt: PixelFormat = "bgr24") -> Template:
+                  use_cache: bool = True, pix_fmt: PixelFormat = "bgr24",
+                  info: MediaInfo | None = None) -> Template:
     """Decode (to a temporary raw file) and track a template video or image; with
     ``max_frames``, only as many frames as will be shown. A video's face detections are
     kept in the cache (cache.TemplateCache) and read back by later renders. ``pix_fmt``:
-    how the frames are wanted; a still image, or odd sizes, give BGR (Template.pix_fmt)."""
+    how the frames are wanted; a still image, or odd sizes, give BGR (Template.pix_fmt).
+    ``info``: :func:`template_info`'s, when already known."""
     path = Path(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _load_image(path, fps, config)
-    info = probe(path)
+    info = info or probe(path)
     if not info.has_video:
         raise InputFileError(path, "has no video stream", "Give a video or an image of the face.")
     if not supports(pix_fmt, info.height, info.width):

@@ -96,8 +96,10 @@ def _truncated_faststart(w: Path) -> None:
     (w / "fs.mp4").unlink()
 
 
-def _empty_wav(w: Path) -> None:
+def _empty_wav(w: Path, also_text_video: bool = False) -> None:
     sf.write(w / "empty.wav", np.zeros(0, np.float32), 16000)
+    if also_text_video:
+        (w / "text.mp4").write_text("hello, I am not a video\n" * 20)
 
 
 def _pickle_with_code(w: Path) -> None:
@@ -190,6 +192,10 @@ ROWS = [
         make=_write("garbage.wav", b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 10)),
     Row("render: speech with no samples", _render(audio="empty.wav"),
         ("empty.wav", "no samples"), make=_empty_wav),
+    # the speech is decoded while the template is probed: its error still comes first
+    Row("render: speech without samples and a text template",
+        _render(face="text.mp4", audio="empty.wav"), ("empty.wav", "no samples"),
+        make=lambda w: _empty_wav(w, also_text_video=True)),
     # render: the checkpoint
     Row("render: missing checkpoint", _render(checkpoint="nope.pt"), ("nope.pt", "not found")),
     Row("render: text file as checkpoint", _render(checkpoint="notes.txt"),

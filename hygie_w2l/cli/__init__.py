@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
 }
 """Each command's one-line help and the function that adds its flags (imports of the
 heavy modules happen there, only for the command being run, so the CLI starts fast)."""
+FFMPEG_COMMANDS = ("info", "synth", "probe", "prepare", "render", "eval")
+"""The commands that run ffmpeg: its one-time check runs beside their imports."""
 
 
 class Stopped(KeyboardInterrupt):
@@ -75,6 +77,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if next((a for a in argv if not a.startswith("-")), None) in FFMPEG_COMMANDS:
+        from hygie_w2l.media import warm_ffmpeg
+
+        warm_ffmpeg()
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
