@@ -77,6 +77,7 @@ class StageContext:
     timer: Timer
     fps: float
     features: FeatureStore | None = None  # keeps per-frame features of the template
+    keep_source: bool = True  # Frame.source is read after the edits (a preview, eval)
 
 
     def mel_windows(self, frames: list[Frame]) -> np.ndarray:
@@ -345,15 +346,21 @@ class BlendStage:
 class EditStage:
     """Makes the edits earlier stages decided (Frame.edit: the lips path's composition),
     several frames at once in a thread pool: the edits are independent of each other once
-    decided, and OpenCV releases the GIL while it warps and blends."""
+    decided, and OpenCV releases the GIL while it warps and blends. Without ``keep_source``
+    an edited frame lets its untouched picture go (nothing after it reads it: no preview),
+    so the frames between here and the encoder hold one picture each, not two (at 4K, 12 MB
+    a frame)."""
 
-    def __init__(self, timer: Timer, name: str, workers: int = EDIT_WORKERS) -> None:
-        self.timer, self.name = timer, name
+    def __init__(self, timer: Timer, name: str, workers: int = EDIT_WORKERS,
+                 keep_source: bool = True) -> None:
+        self.timer, self.name, self.keep_source = timer, name, keep_source
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edit")
 
     def push(self, frames: list[Frame]) -> list[Frame]:
         with self.timer(self.name):
             for f, image in zip(frames, self.pool.map(self._edit, frames), strict=True):
+                if not self.keep_source and image is not f.image:
+                    f.source = None
                 f.image, f.edit = image, None
         return frames
 

@@ -188,7 +188,7 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
                                                                   generator.crop_config()),
                                StreamedMel(job.speech), job.n_frames, config.blend,
                                config.engine, config.hd, track.pose_deg, timer, config.fps,
-                               job.template.cache)
+                               job.template.cache, keep_source=config.preview)
         mouth = generator.stages(context)
         stack.callback(mouth.close)
         preview = _encode(job, mouth.stages, config, mouth.batch_size, audio, checkpoint, out)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hygie_w2l.chain import CHAIN_QUEUE_BYTES, Frame, reader_batch, run_chain
+from hygie_w2l.chain import CHAIN_QUEUE_BYTES, EditStage, Frame, Timer, reader_batch, run_chain
 from hygie_w2l.generate import EngineConfig
 from hygie_w2l.media import read_frames
 from hygie_w2l.render import RenderConfig, render
@@ -110,6 +110,24 @@ def test_frames_in_flight_cost_about_the_same_at_every_resolution() -> None:
     for h, w in ((720, 1280), (1080, 1920), (2160, 3840)):
         per_batch, queued = reader_batch(8, i420(h, w))
         assert per_batch * queued * i420(h, w) <= CHAIN_QUEUE_BYTES
+
+
+def test_edited_frames_let_their_source_go_unless_it_is_kept() -> None:
+    # without a preview nothing reads Frame.source after the edit: the encoder's frames then
+    # hold one picture each (two before: at 4K, 12 MB more a frame in flight)
+    def frames() -> list[Frame]:
+        pictures = [np.full((4, 4), i, np.uint8) for i in range(3)]
+        return [Frame(i, i, i, p, True, source=p, edit=None if i == 1 else (lambda im: im + 1))
+                for i, p in enumerate(pictures)]
+
+    for keep in (True, False):
+        stage = EditStage(Timer(), "compose", keep_source=keep)
+        out = stage.push(frames())
+        stage.close()
+        assert [int(f.image[0, 0]) for f in out] == [1, 1, 3]
+        kept = [f.source is not None for f in out]
+        # an unedited frame's source is its own picture: letting it go would save nothing
+        assert kept == ([True, True, True] if keep else [False, True, False])
 
 
 def test_parallel_and_sequential_renders_are_the_same_video(synth_clip, random_film_ckpt: Path,

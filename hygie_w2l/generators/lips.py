@@ -45,7 +45,7 @@ class LipsGenerator(Generator):
         model = context.checkpoint.model
         assert isinstance(model, LipsModel)
         stage = LipsStage(model, context)
-        edit = EditStage(context.timer, "compose")
+        edit = EditStage(context.timer, "compose", keep_source=context.keep_source)
         return MouthStages([stage, edit], LIPS_BATCH_FRAMES, lambda: {"hd": stage.summary(),
                                                                 "warning": stage.warning()},
                            [stage.close, edit.close])
