@@ -178,7 +178,7 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hygie-render-",
                                                                    dir=out.parent)))
         # the speech is decoded while the template is probed (two ffmpeg processes at once;
-        # the set-up has a core to spare): 0.1 s of a warm render
+        # the set-up has a core to spare): 0.07 s of a warm render's 0.44
         speech = stack.enter_context(ThreadPoolExecutor(1, "render-speech")).submit(
             _speech, audio, config, tmp, timer)
         job = _open(face, speech, config, tmp, timer, generator.pixel_format)
