@@ -94,7 +94,8 @@ def warm_ffmpeg() -> threading.Thread:
 
 def widen_pipe(pipe: IO[bytes] | None, frame_bytes: int) -> int:
     """Grow a pipe's kernel buffer towards one frame (Linux; at most the system's
-    fs.pipe-max-size, 1 MiB by default) and return its size (0 where it cannot be known).
+    fs.pipe-max-size, 1 MiB by default; never shrunk) and return its size (0 where it cannot
+    be known).
     With the default 64 KiB a 720p frame crosses in 21 fills, each waking the other side:
     a pass-through of 8 s of 720p made 12,500 context switches in ffmpeg and 7,000 in Python
     with it, 5,000 and 340 with 1 MiB, and Python's own CPU fell from 0.34-0.43 to
@@ -103,14 +104,17 @@ def widen_pipe(pipe: IO[bytes] | None, frame_bytes: int) -> int:
         return 0
     import fcntl
 
+    size = fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ)
     try:
         limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
     except (OSError, ValueError):
         limit = 1 << 20
+    if min(frame_bytes, limit) <= size:  # never shrunk (small frames)
+        return size
     try:
         return fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, min(frame_bytes, limit))
     except OSError:  # over a per-user quota (fs.pipe-user-pages-soft): keep what it has
-        return fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ)
+        return size
 
 
 def ffmpeg_version() -> str:

@@ -107,6 +107,7 @@ def test_frame_pipes_are_widened_towards_a_frame(tmp_path: Path) -> None:
         assert fcntl.fcntl(w.fileno(), fcntl.F_GETPIPE_SZ) < frame_bytes
         assert media.widen_pipe(w, frame_bytes) >= frame_bytes
         assert fcntl.fcntl(r.fileno(), fcntl.F_GETPIPE_SZ) >= frame_bytes  # one pipe, two ends
+        assert media.widen_pipe(w, 3072) >= frame_bytes  # a small frame never shrinks it
     with media.VideoWriter(tmp_path / "v.mp4", 640, 480, 25, pix_fmt="yuv420p") as writer:
         assert writer._proc.stdin is not None
         assert fcntl.fcntl(writer._proc.stdin.fileno(), fcntl.F_GETPIPE_SZ) >= frame_bytes
