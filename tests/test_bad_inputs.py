@@ -96,10 +96,16 @@ def _truncated_faststart(w: Path) -> None:
     (w / "fs.mp4").unlink()
 
 
-def _empty_wav(w: Path, also_text_video: bool = False) -> None:
+def _empty_wav(w: Path) -> None:
     sf.write(w / "empty.wav", np.zeros(0, np.float32), 16000)
-    if also_text_video:
-        (w / "text.mp4").write_text("hello, I am not a video\n" * 20)
+
+
+_text_video = _write("text.mp4", "hello, I am not a video\n" * 20)
+
+
+def _empty_wav_and_text_video(w: Path) -> None:
+    _empty_wav(w)
+    _text_video(w)
 
 
 def _pickle_with_code(w: Path) -> None:
@@ -177,7 +183,7 @@ ROWS = [
         make=_write("empty.mp4", b"")),
     Row("render: template is a folder", _render(face="ds"), ("ds", "not a file")),
     Row("render: text named .mp4", _render(face="text.mp4"), ("text.mp4", "not a readable"),
-        make=_write("text.mp4", "hello, I am not a video\n" * 20)),
+        make=_text_video),
     Row("render: no face in the template", _render(face="faceless.mp4"),
         ("faceless.mp4", "no face")),
     Row("render: truncated template (faststart, 30 %)", _render(face="cut.mp4"),
@@ -195,7 +201,7 @@ ROWS = [
     # the speech is decoded while the template is probed: its error still comes first
     Row("render: speech without samples and a text template",
         _render(face="text.mp4", audio="empty.wav"), ("empty.wav", "no samples"),
-        make=lambda w: _empty_wav(w, also_text_video=True)),
+        make=_empty_wav_and_text_video),
     # render: the checkpoint
     Row("render: missing checkpoint", _render(checkpoint="nope.pt"), ("nope.pt", "not found")),
     Row("render: text file as checkpoint", _render(checkpoint="notes.txt"),
