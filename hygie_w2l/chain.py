@@ -30,9 +30,9 @@ from hygie_w2l.pixels import to_bgr
 from hygie_w2l.types import Affine, Image, Landmarks
 
 if TYPE_CHECKING:
-    from hygie_w2l.generate import EngineConfig
     from hygie_w2l.hd import HDConfig
-    from hygie_w2l.models.checkpoint import Checkpoint
+    from hygie_w2l.models.loaded import Checkpoint
+    from hygie_w2l.types import EngineConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Frame:
 class StageContext:
     """What a generator's stages are built from, for a render or an eval."""
 
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint | None  # None: a lips render from the lips arrays alone
     source: Path | None  # the checkpoint's file (keys the ONNX engine's cache)
     plan: CropPlan  # the crop matrices of the frames that will be pushed (by Frame.t)
     speech: MelSource  # the speech the frames show (by Frame.audio)

@@ -41,12 +41,10 @@ from hygie_w2l.geometry import (
     warp_interpolation,
 )
 from hygie_w2l.landmarks import mouth_widths
-from hygie_w2l.models.film_unet import SUPPORTED_SIZES_PX
 from hygie_w2l.pixels import warp_affine
 from hygie_w2l.types import CropKind, Image
 
 MOUTH_CROP_PX = 128  # the FiLM U-Net's default mouth crop
-MOUTH_CROP_SIZES_PX = SUPPORTED_SIZES_PX  # the FiLM U-Net's
 
 
 @dataclasses.dataclass(frozen=True)

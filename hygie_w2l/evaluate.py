@@ -41,7 +41,6 @@ from hygie_w2l.chain import Frame, StageContext, Timer, run_chain
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.errors import HygieError
 from hygie_w2l.face_tracker import FaceMeshDetector
-from hygie_w2l.generate import EngineConfig
 from hygie_w2l.generators import Generator, PixelGenerator, generator_for
 from hygie_w2l.geometry import (
     FACE_CROP_PX,
@@ -68,7 +67,7 @@ from hygie_w2l.metrics import (
 )
 from hygie_w2l.models.checkpoint import Checkpoint, load_checkpoint
 from hygie_w2l.report import write_report
-from hygie_w2l.types import GENERATOR_ARCHS, Image
+from hygie_w2l.types import GENERATOR_ARCHS, EngineConfig, Image
 from hygie_w2l.weights import EXPERT_FILE, SYNCNET_V2_FILE, official_path
 
 VARIANTS = ("template", "generated", "generated+hd", "real")

@@ -9,11 +9,10 @@ and halved, rather than the work lost, when a GPU runs out.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,9 +26,7 @@ from hygie_w2l.errors import HygieError
 from hygie_w2l.generators import PixelGenerator
 from hygie_w2l.models.checkpoint import Checkpoint
 from hygie_w2l.runs import pick_device
-from hygie_w2l.types import Device
-
-EngineKind = Literal["torch", "onnx"]
+from hygie_w2l.types import EngineConfig
 
 # Batch size: as large as a share of the device's free memory allows, up to where a larger
 # batch stops paying (on a CPU, batch 16 runs no faster than 8: scripts/bench_generator.py).
@@ -39,15 +36,6 @@ CALIBRATION_FRAMES = 32
 GENERATOR_THREADS = 0
 """CPU threads of the generator inside a render, where blending, decoding and x264 run at
 the same time (README: render speed); 0: every core (torch's and ONNX Runtime's default)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineConfig:
-    device: Device = "auto"
-    engine: EngineKind = "torch"
-    int8: bool = False  # with the onnx engine: static 8-bit model calibrated on real inputs
-    batch_size: int = 0  # 0: fitted to the device's free memory (auto_batch_size)
-    threads: int = 0  # CPU threads of the generator; 0: GENERATOR_THREADS (measured)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -34,7 +34,7 @@ from hygie_w2l.library import (
     lip_points,
     shape_code,
 )
-from hygie_w2l.lips import CODE_DIMS, LipsModel, stream_codes
+from hygie_w2l.lip_shapes import CODE_DIMS, LipShapes, read_shapes, stream_codes
 from hygie_w2l.pixels import to_bgr
 from hygie_w2l.temporal import TemporalChooser
 from hygie_w2l.types import Landmarks
@@ -284,7 +284,7 @@ class ShapeQuery:
         return np.sqrt(np.maximum(d, 0)), ids
 
 
-def run_lips_model(checkpoint: Path | None) -> LipsModel | None:
+def run_lips_model(checkpoint: Path | None) -> LipShapes | None:
     """The lips model of the run a generator's checkpoint belongs to (runs/NAME/lips/best.pt
     beside runs/NAME/generator/), when there is one."""
     if checkpoint is None:
@@ -293,14 +293,18 @@ def run_lips_model(checkpoint: Path | None) -> LipsModel | None:
     path = run.parent / "lips" / "best.pt"
     if not path.is_file() or path.resolve() == Path(checkpoint).resolve():
         return None
+    shapes = read_shapes(path)
+    if shapes is not None:
+        return shapes
+    from hygie_w2l.lips import LipsModel
     from hygie_w2l.models.checkpoint import load_checkpoint
 
     model = load_checkpoint(path, expect="lips").model
     assert isinstance(model, LipsModel)
-    return model
+    return model.shapes()
 
 
-def predicted_codes(model: LipsModel, context: StageContext) -> _Codes:
+def predicted_codes(model: LipShapes, context: StageContext) -> _Codes:
     """The lips model's shape codes of the speech of a render or eval, by audio frame."""
     return _Codes(model, context.speech, context.n_audio_frames)
 
@@ -308,7 +312,7 @@ def predicted_codes(model: LipsModel, context: StageContext) -> _Codes:
 class _Codes:
     """The predicted shape code of each audio frame, streamed a minute at a time."""
 
-    def __init__(self, model: LipsModel, speech: MelSource, n_frames: int) -> None:
+    def __init__(self, model: LipShapes, speech: MelSource, n_frames: int) -> None:
         self.stream = stream_codes(model, speech, n_frames)
         self.first, self.codes = 0, np.zeros((0, CODE_DIMS), np.float32)
 
@@ -342,7 +346,7 @@ class LipsStage:
     silent frames keep their own mouth, and voiced stretches fade in and out over
     LIPS_RAMP_FRAMES."""
 
-    def __init__(self, model: LipsModel, context: StageContext, k: int = 8, lag: int = 8
+    def __init__(self, model: LipShapes, context: StageContext, k: int = 8, lag: int = 8
                  ) -> None:
         assert context.hd is not None
         self.context, self.k = context, k

@@ -27,44 +27,30 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
-from hygie_w2l.audio import FPS, MEL_FRAMES_PER_S, N_MELS, ArrayMel, MelSource
+from hygie_w2l.audio import MEL_FRAMES_PER_S, N_MELS, ArrayMel
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.errors import HygieError
-from hygie_w2l.geometry import HD_CORNER_SPAN, transform_points
+from hygie_w2l.geometry import transform_points
 from hygie_w2l.library import lip_points, shape_code
+from hygie_w2l.lip_shapes import (
+    CODE_DIMS,
+    N_LIP_POINTS,
+    RECEPTIVE_FIELD,
+    LipsConfig,
+    LipShapes,
+    code_distance,
+    code_opening,
+    frame_centres,
+    normalise_mel,
+    predict_codes,
+)
 from hygie_w2l.metrics import pearson
-
-N_LIP_POINTS = 40  # MediaPipe's outer + inner lip rings
-CODE_DIMS = 2 * N_LIP_POINTS
-RECEPTIVE_FIELD = 29  # mel frames: 1 + 4 * (1 + 2 + 4) of the three kernel-5 convolutions
-STREAM_CHUNK_FRAMES = 1500  # video frames predicted at a time when streaming (a minute)
-
-
-@dataclasses.dataclass(frozen=True)
-class LipsConfig:
-    hidden: int = 32  # channels of each convolution
-    n_components: int = 8  # PCA coefficients predicted
-    members: int = 3  # networks averaged (each leaves out one fold of the training split)
-    steps: int = 300  # optimisation steps per member
-    crop_mel_frames: int = 256  # mel frames per training sequence (3.2 s)
-    batch: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-3
-    dropout: float = 0.3
-    augment_gain: float = 0.2  # normalised mel scaled by 1 +- this
-    augment_offset: float = 0.1  # and shifted by N(0, this)
-    augment_noise: float = 0.1  # plus N(0, this) per bin
-    smooth_frames: float = 1.5  # Gaussian smoothing of the predictions (video frames)
-    max_gain: float = 3.0  # cap of the shrinkage-undoing gain
-    fps: float = FPS
-    seed: int = 0
 
 
 def _member(config: LipsConfig) -> nn.Sequential:
@@ -99,70 +85,16 @@ class LipsModel(nn.Module):
         """mel (B, 80, T) normalised -> (B, n_components, T) standardised coefficients."""
         return torch.stack([m(mel) for m in self.members]).mean(0)
 
-    def decode(self, coefficients: np.ndarray) -> np.ndarray:
-        """(N, n_components) standardised coefficients -> (N, 80) shape codes, gain applied."""
-        scale = (self.target_std * self.gain).numpy()
-        return (coefficients * scale) @ self.pca_components.numpy() + self.pca_mean.numpy()
+    def shapes(self) -> LipShapes:
+        """The same model as numpy arrays, for renders (lip_shapes.py: no torch there)."""
+        def array(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().numpy().astype(np.float32)
 
-
-# ---------------------------------------------------------------- features ----
-
-def normalise_mel(mel: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> np.ndarray:
-    """(80, T) log-mel -> each band to mean 0, std 1 over the recording (or ``stats``)."""
-    mean, std = stats if stats is not None else mel_source_stats(ArrayMel(mel))
-    return ((mel - mean[:, None]) / std[:, None]).astype(np.float32)
-
-
-def frame_centres(n_frames: int, fps: float) -> np.ndarray:
-    """The mel frame at the middle of each video frame (frame i spans i/fps .. (i+1)/fps)."""
-    return np.round((np.arange(n_frames) + 0.5) * MEL_FRAMES_PER_S / fps).astype(np.int64)
-
-
-def stream_codes(model: LipsModel, source: MelSource, n_frames: int
-                 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(first frame, shape codes (n, 80)) of video frames 0 .. n_frames - 1 of a recording,
-    a minute at a time: the mel is normalised by the whole recording's statistics (a first
-    pass) and each chunk is computed with margins (receptive field, smoothing), so the
-    result equals one pass over everything."""
-    config = model.config
-    stats = mel_source_stats(source)
-    margin = int(np.ceil(4 * config.smooth_frames)) + 2  # frames of smoothing context
-    half_rf = RECEPTIVE_FIELD // 2 + 2
-    centres = frame_centres(n_frames, config.fps)
-    for a in range(0, n_frames, STREAM_CHUNK_FRAMES):
-        b = min(a + STREAM_CHUNK_FRAMES, n_frames)
-        lo_f, hi_f = max(a - margin, 0), min(b + margin, n_frames)
-        lo_m = max(int(centres[lo_f]) - half_rf, 0)
-        mel = normalise_mel(source.columns(lo_m, int(centres[hi_f - 1]) + half_rf + 1), stats)
-        if mel.shape[1] == 0:  # frames past the end of the audio: its last column
-            mel = normalise_mel(source.columns(source.n_mel - 1, source.n_mel), stats)
-            lo_m = source.n_mel - 1
-        with torch.no_grad():
-            out = model.eval()(torch.from_numpy(mel[None]))[0].T.numpy()
-        coefficients = out[np.clip(centres[lo_f:hi_f] - lo_m, 0, len(out) - 1)]
-        if config.smooth_frames > 0 and len(coefficients) > 1:
-            coefficients = gaussian_filter1d(coefficients, config.smooth_frames, axis=0,
-                                             mode="nearest")
-        yield a, model.decode(coefficients[a - lo_f:b - lo_f]).astype(np.float32)
-
-
-def predict_codes(model: LipsModel, source: MelSource, n_frames: int) -> np.ndarray:
-    """Shape codes (n_frames, 80) of a whole recording (for a dataset; renders stream)."""
-    return np.concatenate([codes for _, codes in stream_codes(model, source, n_frames)])
-
-
-def mel_source_stats(source: MelSource, chunk_mel_frames: int = 24_000
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and std of a whole recording's mel, five minutes at a time."""
-    s1, s2 = np.zeros(N_MELS), np.zeros(N_MELS)
-    for a in range(0, source.n_mel, chunk_mel_frames):
-        m = source.columns(a, min(a + chunk_mel_frames, source.n_mel)).astype(np.float64)
-        s1 += m.sum(1)
-        s2 += (m ** 2).sum(1)
-    n = max(source.n_mel, 1)
-    mean = s1 / n
-    return mean, np.maximum(np.sqrt(np.maximum(s2 / n - mean ** 2, 0)), 1e-3)
+        members = tuple(tuple((array(c.weight), array(c.bias)) for c in member.modules()
+                              if isinstance(c, nn.Conv1d) and c.bias is not None)
+                        for member in self.members)
+        return LipShapes(self.config, members, array(self.pca_mean),
+                         array(self.pca_components), array(self.target_std), array(self.gain))
 
 
 # ---------------------------------------------------------------- targets ----
@@ -183,22 +115,6 @@ def lip_codes(data: PreparedDataset) -> np.ndarray:
             if len(pts) == N_LIP_POINTS:
                 out[i] = shape_code(pts, data.plan.hd_hw)
     return out
-
-
-def code_opening(codes: np.ndarray) -> np.ndarray:
-    """Mouth opening (inner-lip height / corner-to-corner width) of shape codes (N, 80),
-    measured along the canonical axes (the corners lie on its horizontal)."""
-    p = codes.reshape(len(codes), N_LIP_POINTS, 2)
-    half = N_LIP_POINTS // 2
-    height = p[:, half:, 1].max(1) - p[:, half:, 1].min(1)
-    width = p[:, :half, 0].max(1) - p[:, :half, 0].min(1)
-    return height / np.maximum(width, 1e-6)
-
-
-def code_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Mean lip-landmark distance between shape codes, in mouth widths: (N,)."""
-    d = np.linalg.norm((a - b).reshape(len(a), N_LIP_POINTS, 2), axis=2).mean(1)
-    return d / HD_CORNER_SPAN  # a code is in canonical widths; the mouth spans half of one
 
 
 # ---------------------------------------------------------------- fitting ----
@@ -320,7 +236,7 @@ def _report(model: LipsModel, data: PreparedDataset, codes: np.ndarray, train: n
             seconds: float) -> LipsReport:
     a, b = data.split.val
     val = np.arange(a, b)
-    predicted = predict_codes(model, ArrayMel(data.mel), b)[val]
+    predicted = predict_codes(model.shapes(), ArrayMel(data.mel), b)[val]
     ok = np.isfinite(codes[val, 0])
     real, pred = codes[val][ok], predicted[ok]
     mean = np.broadcast_to(model.pca_mean.numpy(), real.shape)

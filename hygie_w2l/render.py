@@ -39,14 +39,14 @@ from hygie_w2l.chain import (
 from hygie_w2l.crops import plan_crops
 from hygie_w2l.doctor import cpu_seconds, peak_memory_mb
 from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
-from hygie_w2l.generate import EngineConfig
 from hygie_w2l.generators import Generator, generator_for
 from hygie_w2l.hd import HDConfig, library_for
+from hygie_w2l.lip_shapes import read_shapes
 from hygie_w2l.media import DEFAULT_CRF, DEFAULT_PRESET, AudioFile, VideoWriter, X264Preset
-from hygie_w2l.models.checkpoint import load_checkpoint
+from hygie_w2l.models.loaded import Checkpoint
 from hygie_w2l.pixels import PixelFormat, frame_shape
 from hygie_w2l.template import LoopMode, Template, load_template, template_index, template_info
-from hygie_w2l.types import GENERATOR_ARCHS
+from hygie_w2l.types import GENERATOR_ARCHS, EngineConfig
 
 STAGES = ("decode", "track", "crop", "generate", "blend", "hd", "lips", "compose", "encode")
 SILENCE_HOLD_FRAMES = 3  # pauses shorter than this on each side keep the mouth moving
@@ -170,8 +170,7 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
            ) -> RenderSummary:
     started, cpu, timer = time.perf_counter(), cpu_seconds(), Timer()
     out = check_writable(not_an_input(out, face, audio, checkpoint))
-    ckpt = load_checkpoint(checkpoint, expect=GENERATOR_ARCHS)
-    generator = generator_for(ckpt)
+    ckpt, generator = _load(checkpoint)
     config = dataclasses.replace(config, hd=library_for(config.hd, config.index, generator,
                                                         checkpoint))
     with contextlib.ExitStack() as stack:
@@ -194,6 +193,21 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
         preview = _encode(job, mouth.stages, config, mouth.batch_size, audio, checkpoint, out)
     # after the template's decoder is closed (and waited): its CPU is counted
     return _summarise(out, job, started, cpu, preview, stats, mouth.info(), generator)
+
+
+def _load(checkpoint: str | Path) -> tuple[Checkpoint | None, Generator]:
+    """The checkpoint and its generator; a lips run's from its arrays where they match its
+    checkpoint (lip_shapes.py), without the checkpoint: torch is never imported then, 1.5-2 s
+    of a lips render's process."""
+    shapes = read_shapes(checkpoint)
+    if shapes is not None:
+        from hygie_w2l.generators.lips import LipsGenerator
+
+        return None, LipsGenerator(shapes)
+    from hygie_w2l.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint, expect=GENERATOR_ARCHS)
+    return ckpt, generator_for(ckpt)
 
 
 def _speech(audio: str | Path, config: RenderConfig, tmp: Path, timer: Timer

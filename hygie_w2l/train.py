@@ -24,7 +24,8 @@ from hygie_w2l import losses
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.errors import HygieError
 from hygie_w2l.generators import PixelGenerator, generator_class
-from hygie_w2l.lips import LipsConfig, LipsReport, fit_lips
+from hygie_w2l.lip_shapes import LipsConfig
+from hygie_w2l.lips import LipsReport, fit_lips
 from hygie_w2l.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from hygie_w2l.runs import (
     RunDir,

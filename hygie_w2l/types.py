@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal, get_args
 
 import numpy as np
@@ -22,8 +23,25 @@ GeneratorArch = Literal["wav2lip", "film_unet", "lips"]
 GENERATOR_ARCHS: tuple[GeneratorArch, ...] = get_args(GeneratorArch)
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
+EngineKind = Literal["torch", "onnx"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """How an image generator runs (generate.Engine); here, where torch is not imported, so
+    a lips render, which runs no image network, never imports it."""
+
+    device: Device = "auto"
+    engine: EngineKind = "torch"
+    int8: bool = False  # with the onnx engine: static 8-bit model calibrated on real inputs
+    batch_size: int = 0  # 0: fitted to the device's free memory (auto_batch_size)
+    threads: int = 0  # CPU threads of the generator; 0: GENERATOR_THREADS (measured)
+
 TrackerBackend = Literal["mediapipe", "face-alignment"]
 
 CropKind = Literal["face", "mouth", "hd", "lips"]
 """The crops of the crop recipe (crops.py): Wav2Lip face, FiLM U-Net mouth, HD patch (on
 the frame's own mouth corners), lips (the same frame placed from the eyes)."""
+MOUTH_CROP_SIZES_PX = (96, 128, 192, 256)
+"""The FiLM U-Net's mouth crop sides (here, not in models/film_unet.py: the crop recipe
+needs them where torch is not imported)."""

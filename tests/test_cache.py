@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from hygie_w2l.cache import list_cache
-from hygie_w2l.generate import EngineConfig
 from hygie_w2l.render import RenderConfig, render
 from hygie_w2l.template import load_template
+from hygie_w2l.types import EngineConfig
 from tests.conftest import make_variant, run_cli
 
 CPU = RenderConfig(blend="feather", engine=EngineConfig(device="cpu"))

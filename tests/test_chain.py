@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from hygie_w2l.chain import CHAIN_QUEUE_BYTES, EditStage, Frame, Timer, reader_batch, run_chain
-from hygie_w2l.generate import EngineConfig
 from hygie_w2l.media import read_frames
 from hygie_w2l.render import RenderConfig, render
+from hygie_w2l.types import EngineConfig
 
 
 def _frames(n: int, batch: int) -> list[list[Frame]]:

@@ -11,9 +11,9 @@ import pytest
 from hygie_w2l import render as render_module
 from hygie_w2l.crops import CropConfig, CropPlan, plan_crops
 from hygie_w2l.dataset import PreparedDataset
-from hygie_w2l.generate import EngineConfig
 from hygie_w2l.render import RenderConfig, render
 from hygie_w2l.template import load_template
+from hygie_w2l.types import EngineConfig
 
 
 def test_render_computes_the_matrices_prepare_stored(synth_dataset: Path, random_film_ckpt: Path,

@@ -3,6 +3,9 @@ checkpoint, and renders that draw the person's own mouths from their library."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +16,22 @@ from hygie_w2l import media
 from hygie_w2l.audio import ArrayMel, StreamedMel, melspectrogram
 from hygie_w2l.compose import jaw_indices
 from hygie_w2l.dataset import PreparedDataset
-from hygie_w2l.generate import EngineConfig
 from hygie_w2l.geometry import polygon_mask
 from hygie_w2l.library import build_index, lip_points
-from hygie_w2l.lips import (
+from hygie_w2l.lip_shapes import (
     LipsConfig,
-    LipsModel,
     code_opening,
-    fit_lips,
     predict_codes,
+    read_shapes,
+    sidecar_path,
     stream_codes,
 )
+from hygie_w2l.lips import LipsModel, fit_lips
 from hygie_w2l.metrics import pearson
 from hygie_w2l.models.checkpoint import load_checkpoint, save_checkpoint
 from hygie_w2l.render import RenderConfig, render
 from hygie_w2l.template import load_template
+from hygie_w2l.types import EngineConfig
 from tests.conftest import run_cli
 
 
@@ -53,12 +57,12 @@ def test_the_lips_model_follows_the_true_audio_and_not_a_wrong_one(
     data = PreparedDataset(long_dataset)
     val = np.arange(*data.split.val)
     truth = np.asarray(long_clip[1]["opening"])[val]
-    codes = predict_codes(model, ArrayMel(data.mel), data.n_frames)
+    codes = predict_codes(model.shapes(), ArrayMel(data.mel), data.n_frames)
     assert codes.shape == (data.n_frames, 80) and np.isfinite(codes).all()
     r_true = pearson(code_opening(codes[val]), truth)
     wrong = np.roll(data.mel, data.mel.shape[1] // 3, axis=1)  # someone else's words
-    r_wrong = pearson(code_opening(predict_codes(model, ArrayMel(wrong), data.n_frames)[val]),
-                      truth)
+    r_wrong = pearson(code_opening(predict_codes(model.shapes(), ArrayMel(wrong),
+                                                 data.n_frames)[val]), truth)
     assert r_true > 0.9 and abs(r_wrong) < 0.3, (r_true, r_wrong)
     assert report.opening_r > 0.8 and report.lmd < 0.8 * report.lmd_mean_shape, report
     # the shrinkage of the regression is undone: the mouth opens about as wide as the real one
@@ -71,26 +75,87 @@ def test_the_lips_model_round_trips_through_its_checkpoint(fitted, long_dataset:
     path = save_checkpoint(tmp_path / "lips.pt", model, "lips")
     loaded = load_checkpoint(path, expect="lips")
     assert loaded.arch == "lips" and loaded.config["members"] == LipsConfig().members
+    assert isinstance(loaded.model, LipsModel)
     data = PreparedDataset(long_dataset)
-    a = predict_codes(model, ArrayMel(data.mel), 60)
-    b = predict_codes(loaded.model, ArrayMel(data.mel), 60)  # type: ignore[arg-type]
+    a = predict_codes(model.shapes(), ArrayMel(data.mel), 60)
+    b = predict_codes(loaded.model.shapes(), ArrayMel(data.mel), 60)
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_the_lips_arrays_beside_a_checkpoint_predict_as_its_torch_model(
+        fitted, long_dataset: Path, tmp_path: Path) -> None:
+    """A lips render reads the arrays saved beside the .pt (no torch): the same predictions
+    as the torch model's forward, and refused once the .pt is written again without them."""
+    import torch
+
+    model, _ = fitted
+    path = save_checkpoint(tmp_path / "best.pt", model, "lips")
+    shapes = read_shapes(tmp_path)  # the run folder means its best.pt
+    assert shapes is not None and sidecar_path(path) == tmp_path / "best.lips.npz"
+    mel = np.random.default_rng(0).normal(size=(80, 400)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(mel[None]))[0].T.numpy()
+    np.testing.assert_allclose(shapes.coefficients(mel), expected, atol=1e-5)
+    data = PreparedDataset(long_dataset)
+    np.testing.assert_allclose(predict_codes(shapes, ArrayMel(data.mel), 60),
+                               predict_codes(model.shapes(), ArrayMel(data.mel), 60), atol=1e-6)
+    other = LipsModel(model.config)  # another fit written over the .pt, its arrays left stale
+    stale = sidecar_path(path).read_bytes()
+    save_checkpoint(path, other, "lips")
+    sidecar_path(path).write_bytes(stale)
+    assert read_shapes(path) is None
+    sidecar_path(path).write_bytes(b"not an npz")
+    assert read_shapes(path) is None
+
+
+def test_a_render_reads_the_lips_arrays_or_else_the_checkpoint(fitted, tmp_path: Path) -> None:
+    """A run written before the arrays existed (or a .pt copied alone) renders through torch,
+    with the same model."""
+    from hygie_w2l.generators.lips import LipsGenerator
+    from hygie_w2l.render import _load
+
+    model, _ = fitted
+    path = save_checkpoint(tmp_path / "best.pt", model, "lips")
+    ckpt, fast = _load(tmp_path)
+    assert ckpt is None and isinstance(fast, LipsGenerator)
+    sidecar_path(path).unlink()
+    ckpt, slow = _load(path)
+    assert ckpt is not None and ckpt.arch == "lips" and isinstance(slow, LipsGenerator)
+    for a, b in zip(fast.shapes.members[0], slow.shapes.members[0], strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(fast.shapes.gain, slow.shapes.gain)
+
+
+def test_a_lips_render_never_imports_torch(lips_run: Path, synth_clip, tmp_path: Path) -> None:
+    """Importing torch costs a lips render's process 1.5-2 s (2-core CPU), and a lips render
+    runs no network that needs it."""
+    template, _ = synth_clip
+    code = ("import sys; from hygie_w2l.cli import main; rc = main(sys.argv[1:]); "
+            "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
+    run = subprocess.run(
+        [sys.executable, "-c", code, "render", "--face", str(template), "--audio",
+         str(template), "--checkpoint", str(lips_run / "runs" / "person" / "lips"), "--out",
+         str(tmp_path / "o.mp4")], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HYGIE_CACHE": str(tmp_path / "cache")})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines()[-1] == "torch imported: False"
+    assert media.probe(tmp_path / "o.mp4").n_frames > 40
 
 
 def test_streamed_predictions_equal_one_pass(fitted, long_clip, tmp_path: Path) -> None:
     """An hour of speech is predicted a minute at a time: chunk edges change nothing."""
-    from hygie_w2l import lips
+    from hygie_w2l import lip_shapes
 
-    model, _ = fitted
+    shapes = fitted[0].shapes()
     wav = media.load_audio(long_clip[0])
     speech = media.AudioFile(long_clip[0], tmp_path)
     n = int(len(wav) * 25 / 16000)
-    whole = predict_codes(model, ArrayMel(melspectrogram(wav)), n)
-    old, lips.STREAM_CHUNK_FRAMES = lips.STREAM_CHUNK_FRAMES, 37
+    whole = predict_codes(shapes, ArrayMel(melspectrogram(wav)), n)
+    old, lip_shapes.STREAM_CHUNK_FRAMES = lip_shapes.STREAM_CHUNK_FRAMES, 37
     try:
-        streamed = np.concatenate([c for _, c in stream_codes(model, StreamedMel(speech), n)])
+        streamed = np.concatenate([c for _, c in stream_codes(shapes, StreamedMel(speech), n)])
     finally:
-        lips.STREAM_CHUNK_FRAMES = old
+        lip_shapes.STREAM_CHUNK_FRAMES = old
     np.testing.assert_allclose(streamed, whole, atol=1e-4)
 
 

@@ -16,11 +16,11 @@ import soundfile as sf
 import torch
 
 from hygie_w2l import media
-from hygie_w2l.generate import EngineConfig
 from hygie_w2l.geometry import box_affine, generator_mask, invert, placed_box, warp
 from hygie_w2l.models.checkpoint import build_model, save_checkpoint, save_official_layout
 from hygie_w2l.render import RenderConfig, render, silence_gate
 from hygie_w2l.template import load_template, template_index
+from hygie_w2l.types import EngineConfig
 from tests.conftest import make_variant, run_cli
 
 CPU = EngineConfig(device="cpu")

@@ -13,7 +13,6 @@ import pytest
 from hygie_w2l import media
 from hygie_w2l.compose import compose
 from hygie_w2l.face_tracker import FaceMeshDetector
-from hygie_w2l.generate import EngineConfig
 from hygie_w2l.geometry import hd_affine, hd_patch_size, polygon_mask, transform_points
 from hygie_w2l.hd import HDConfig, default_library
 from hygie_w2l.landmarks import mouth_width, outer_inner_rings
@@ -29,6 +28,7 @@ from hygie_w2l.library import (
 )
 from hygie_w2l.render import RenderConfig, render
 from hygie_w2l.temporal import TemporalChooser, viterbi
+from hygie_w2l.types import EngineConfig
 from tests.conftest import run_cli
 
 CPU = EngineConfig(device="cpu")

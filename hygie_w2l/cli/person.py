@@ -70,8 +70,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def add_prepare(p: argparse.ArgumentParser) -> None:
-    from hygie_w2l.crops import MOUTH_CROP_SIZES_PX, CropConfig
+    from hygie_w2l.crops import CropConfig
     from hygie_w2l.prepare import PrepareConfig
+    from hygie_w2l.types import MOUTH_CROP_SIZES_PX
 
     p.add_argument("video", type=Path)
     p.add_argument("--audio", type=Path, help="the speech, when not in the video itself")

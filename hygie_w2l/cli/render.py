@@ -12,9 +12,9 @@ from hygie_w2l.cli.person import face_index_flag
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from hygie_w2l.face_tracker import TrackerConfig
-    from hygie_w2l.generate import EngineConfig
     from hygie_w2l.hd import HDConfig
     from hygie_w2l.render import RenderConfig, render
+    from hygie_w2l.types import EngineConfig
 
     hd = HDConfig(strength=args.hd_strength, lips=args.hd_lips, query=args.hd_query) \
         if args.hd_retrieval else None
@@ -33,11 +33,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 def add_render(p: argparse.ArgumentParser) -> None:
     from hygie_w2l.blend import BlendMode
-    from hygie_w2l.generate import EngineConfig, EngineKind
     from hygie_w2l.hd import HDConfig, HDQuery
     from hygie_w2l.media import X264Preset
     from hygie_w2l.render import RenderConfig
     from hygie_w2l.template import LoopMode
+    from hygie_w2l.types import EngineConfig, EngineKind
 
     p.add_argument("--face", required=True, type=Path, help="template video or photo")
     face_index_flag(p)

@@ -133,7 +133,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_export(p: argparse.ArgumentParser) -> None:
-    from hygie_w2l.crops import MOUTH_CROP_SIZES_PX, CropConfig
+    from hygie_w2l.crops import CropConfig
+    from hygie_w2l.types import MOUTH_CROP_SIZES_PX
 
     p.add_argument("--checkpoint", help="checkpoint file or run folder")
     p.add_argument("--arch", choices=ARCH_CHOICES, default=ARCH_CHOICES[0],

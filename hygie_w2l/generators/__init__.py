@@ -1,31 +1,35 @@
 """The mouth generators, one class per architecture; the registry is the only place that
 lists them (add an architecture: one file here, one line below, one name in
-types.GeneratorArch)."""
+types.GeneratorArch). A class's module is imported when it is first asked for: the image
+generators' import torch (1.5-2 s), which a lips render does not need."""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from hygie_w2l.chain import Cut
 from hygie_w2l.errors import HygieError
 from hygie_w2l.generators.base import Generator, PixelGenerator
-from hygie_w2l.generators.film_unet import FilmUNetGenerator
-from hygie_w2l.generators.lips import LipsGenerator
-from hygie_w2l.generators.wav2lip import Wav2LipGenerator
-from hygie_w2l.models.checkpoint import Checkpoint
 from hygie_w2l.types import GENERATOR_ARCHS, GeneratorArch
 
-GENERATORS: dict[GeneratorArch, type[Generator]] = {
-    "wav2lip": Wav2LipGenerator,
-    "film_unet": FilmUNetGenerator,
-    "lips": LipsGenerator,
+if TYPE_CHECKING:
+    from hygie_w2l.models.checkpoint import Checkpoint
+
+GENERATORS: dict[GeneratorArch, str] = {  # module in this package: class
+    "wav2lip": "wav2lip:Wav2LipGenerator",
+    "film_unet": "film_unet:FilmUNetGenerator",
+    "lips": "lips:LipsGenerator",
 }
 assert tuple(GENERATORS) == GENERATOR_ARCHS
 
 
 def generator_class(arch: str) -> type[Generator]:
-    try:
-        return GENERATORS[arch]  # type: ignore[index]
-    except KeyError:
-        raise HygieError(f"unknown generator {arch!r}; known: {', '.join(GENERATORS)}") from None
+    if arch not in GENERATORS:
+        raise HygieError(f"unknown generator {arch!r}; known: {', '.join(GENERATORS)}")
+    module, name = GENERATORS[arch].split(":")  # type: ignore[index]
+    cls: type[Generator] = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return cls
 
 
 FALLBACK_ARCH: GeneratorArch = "lips"  # learns in seconds on a CPU, from half a minute
@@ -36,7 +40,8 @@ def default_arch() -> GeneratorArch:
     in checkpoints/, else the one that learns from scratch."""
     from hygie_w2l.weights import official_path
 
-    for arch, cls in GENERATORS.items():
+    for arch in GENERATORS:
+        cls = generator_class(arch)
         if cls.official_file and official_path(cls.official_file).exists():
             return arch
     return FALLBACK_ARCH

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
-import torch
-from torch import nn
-from torch.utils.data import Dataset
 
 from hygie_w2l.audio import MEL_WINDOW_FRAMES, N_MELS
 from hygie_w2l.chain import (
@@ -35,13 +32,20 @@ from hygie_w2l.chain import (
     StageContext,
 )
 from hygie_w2l.crops import CropConfig, CropPlan
-from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.pixels import PixelFormat
 from hygie_w2l.types import CropKind, GeneratorArch, Image
 
+if TYPE_CHECKING:  # torch is imported where it runs: a lips render never needs it
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from hygie_w2l.dataset import PreparedDataset
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(B, S, S, 3) uint8 BGR -> (B, 3, S, S) float32 in [0, 1]."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(images)).float().permute(0, 3, 1, 2) / 255.0
 
 
@@ -106,6 +110,8 @@ class PixelGenerator(Generator):
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Random (mel (B, 1, 80, 16), inputs (B, C, S, S)) of the right shapes."""
+        import torch
+
         return (torch.randn(batch, 1, N_MELS, MEL_WINDOW_FRAMES),
                 torch.rand(batch, self.input_channels, self.crop_px, self.crop_px))
 
@@ -125,6 +131,7 @@ class PixelGenerator(Generator):
         from hygie_w2l.generate import Engine
         from hygie_w2l.hd import HDStage, predicted_codes, run_lips_model
 
+        assert context.checkpoint is not None, "an image generator runs its checkpoint's model"
         engine = Engine(context.checkpoint, self, context.engine, context.source)
         generate = GenerateStage(engine.generate, context.mel_windows, context.timer)
         stages: list[Stage] = [CropStage(self.cut, context.plan, context.timer), generate,

@@ -5,14 +5,15 @@ shape in the template frame (hd.LipsStage)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Self
 
 from hygie_w2l.chain import EditStage, MouthStages, StageContext
 from hygie_w2l.errors import HygieError
 from hygie_w2l.generators.base import Generator
-from hygie_w2l.lips import LipsConfig, LipsModel
+from hygie_w2l.lip_shapes import LipsConfig, LipShapes
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class LipsGenerator(Generator):
@@ -22,17 +23,21 @@ class LipsGenerator(Generator):
     needs_library = True
     preset_section = "lips"
 
-    def __init__(self, config: LipsConfig | None = None) -> None:
-        self.config = config or LipsConfig()
+    def __init__(self, shapes: LipShapes) -> None:
+        self.shapes = shapes
 
     @classmethod
     def build_model(cls, config: Mapping[str, Any] | None = None) -> nn.Module:
+        from hygie_w2l.lips import LipsModel
+
         return LipsModel(LipsConfig(**dict(config or {})))
 
     @classmethod
     def of_model(cls, model: nn.Module) -> Self:
+        from hygie_w2l.lips import LipsModel
+
         assert isinstance(model, LipsModel), "not a lips model"
-        return cls(model.config)
+        return cls(model.shapes())
 
     def stages(self, context: StageContext) -> MouthStages:
         """Predicted shapes -> the library's nearest real mouths -> composed (lips, jaw)."""
@@ -42,9 +47,7 @@ class LipsGenerator(Generator):
             raise HygieError("a lips run draws the person's own mouths from their library, "
                              "and none was found: build it with `hygie-w2l index "
                              "runs/NAME/dataset --out retrieval/NAME` and pass --index.")
-        model = context.checkpoint.model
-        assert isinstance(model, LipsModel)
-        stage = LipsStage(model, context)
+        stage = LipsStage(self.shapes, context)
         edit = EditStage(context.timer, "compose", keep_source=context.keep_source)
         return MouthStages([stage, edit], LIPS_BATCH_FRAMES, lambda: {"hd": stage.summary(),
                                                                 "warning": stage.warning()},

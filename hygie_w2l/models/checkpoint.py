@@ -22,7 +22,7 @@ from torch import nn
 
 from hygie_w2l import __version__
 from hygie_w2l.atomic import atomic_path
-from hygie_w2l.errors import HygieError
+from hygie_w2l.models.loaded import Checkpoint, CheckpointError
 from hygie_w2l.models.syncnet_lse import SyncNetV2_lse
 from hygie_w2l.models.wav2lip import SyncNet_color, Wav2Lip_disc_qual
 from hygie_w2l.types import GENERATOR_ARCHS
@@ -38,10 +38,6 @@ AUX_MODELS: dict[str, Callable[[], nn.Module]] = {
 ARCHS = (*GENERATOR_ARCHS, *AUX_MODELS)
 # Official files carry no architecture name: it is recognised from their keys.
 OFFICIAL_ARCHS = ("wav2lip", *AUX_MODELS)
-
-
-class CheckpointError(HygieError):
-    pass
 
 
 def build_model(arch: str, config: Mapping[str, Any] | None = None) -> nn.Module:
@@ -60,20 +56,6 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return dataclasses.asdict(config)
     return {}
-
-
-@dataclasses.dataclass
-class Checkpoint:
-    """A loaded checkpoint: the model (eval mode, on the CPU) and what the file said of it."""
-
-    model: nn.Module
-    arch: str
-    config: dict[str, Any]
-    step: int = 0
-    optimizer: dict[str, Any] | None = None
-    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-    official: bool = False
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -183,6 +165,12 @@ def save_checkpoint(path: str | Path, model: nn.Module, arch: str, *, step: int 
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+    if arch == "lips":  # its arrays beside it, for renders that do not import torch
+        from hygie_w2l.lip_shapes import save_shapes
+        from hygie_w2l.lips import LipsModel
+
+        assert isinstance(model, LipsModel)
+        save_shapes(model.shapes(), Path(path))
     return Path(path)
 
 

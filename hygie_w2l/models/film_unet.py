@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SUPPORTED_SIZES_PX = (96, 128, 192, 256)
+from hygie_w2l.types import MOUTH_CROP_SIZES_PX
+
+SUPPORTED_SIZES_PX = MOUTH_CROP_SIZES_PX
 
 
 @dataclasses.dataclass(frozen=True)
