@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,15 +189,16 @@ def sidecar_path(checkpoint: str | Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def save_shapes(shapes: LipShapes, checkpoint: Path) -> Path:
     """Write ``checkpoint``'s sidecar (atomically), bound to the ``.pt`` as it is now."""
     arrays = {f"m{i}_l{j}_{part}": a for i, layers in enumerate(shapes.members)
               for j, layer in enumerate(layers) for part, a in zip("wb", layer, strict=True)}
-    about = {"version": SIDECAR_VERSION, "pt_sha256": _sha256(checkpoint),
-             "config": dataclasses.asdict(shapes.config)}
+    about = {"version": SIDECAR_VERSION, "pt_bytes": checkpoint.stat().st_size,
+             "pt_sha256": _sha256(checkpoint), "config": dataclasses.asdict(shapes.config)}
     out = sidecar_path(checkpoint)
     with atomic_path(out) as tmp, tmp.open("wb") as f:
         np.savez(f, about=np.array(json.dumps(about)), pca_mean=shapes.pca_mean,
@@ -215,7 +217,8 @@ def read_shapes(checkpoint: str | Path) -> LipShapes | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             about = json.loads(str(z["about"]))
-            if about.get("version") != SIDECAR_VERSION or about["pt_sha256"] != _sha256(pt):
+            if (about["version"] != SIDECAR_VERSION or about["pt_bytes"] != pt.stat().st_size
+                    or about["pt_sha256"] != _sha256(pt)):
                 return None
             config = LipsConfig(**about["config"])
             members = tuple(tuple((z[f"m{i}_l{j}_w"], z[f"m{i}_l{j}_b"])
@@ -223,6 +226,20 @@ def read_shapes(checkpoint: str | Path) -> LipShapes | None:
                             for i in range(config.members))
             shapes = LipShapes(config, members, z["pca_mean"], z["pca_components"],
                                z["target_std"], z["gain"])
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, TypeError,
+            AttributeError):  # a truncated copy, a hand-made file: the .pt says the rest
         return None
-    return shapes
+    return shapes if _layout_fits(shapes) else None
+
+
+def _layout_fits(shapes: LipShapes) -> bool:
+    """The arrays have the shapes this code's CONVOLUTIONS and the config ask for."""
+    c = shapes.config
+    widths = (N_MELS, *[c.hidden] * (len(CONVOLUTIONS) - 1), c.n_components)
+    expected = [((widths[j + 1], widths[j], k), (widths[j + 1],))
+                for j, (k, _) in enumerate(CONVOLUTIONS)]
+    return (all([(w.shape, b.shape) for w, b in layers] == expected
+                for layers in shapes.members)
+            and shapes.pca_components.shape == (c.n_components, CODE_DIMS)
+            and shapes.pca_mean.shape == (CODE_DIMS,)
+            and shapes.gain.shape == shapes.target_std.shape == (c.n_components,))

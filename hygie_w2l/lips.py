@@ -40,6 +40,7 @@ from hygie_w2l.geometry import transform_points
 from hygie_w2l.library import lip_points, shape_code
 from hygie_w2l.lip_shapes import (
     CODE_DIMS,
+    CONVOLUTIONS,
     N_LIP_POINTS,
     RECEPTIVE_FIELD,
     LipsConfig,
@@ -54,12 +55,18 @@ from hygie_w2l.metrics import pearson
 
 
 def _member(config: LipsConfig) -> nn.Sequential:
-    h, p = config.hidden, config.dropout
-    return nn.Sequential(
-        nn.Conv1d(N_MELS, h, 5, padding=2), nn.GELU(), nn.Dropout(p),
-        nn.Conv1d(h, h, 5, padding=4, dilation=2), nn.GELU(), nn.Dropout(p),
-        nn.Conv1d(h, h, 5, padding=8, dilation=4), nn.GELU(),
-        nn.Conv1d(h, config.n_components, 1))
+    """lip_shapes.CONVOLUTIONS as torch layers (lip_shapes.LipShapes runs the same): a GELU
+    after each but the last, dropout after the first two."""
+    widths = (N_MELS, *[config.hidden] * (len(CONVOLUTIONS) - 1), config.n_components)
+    layers: list[nn.Module] = []
+    for j, (kernel, dilation) in enumerate(CONVOLUTIONS):
+        layers.append(nn.Conv1d(widths[j], widths[j + 1], kernel,
+                                padding=(kernel - 1) * dilation // 2, dilation=dilation))
+        if j < len(CONVOLUTIONS) - 1:
+            layers.append(nn.GELU())
+        if j < len(CONVOLUTIONS) - 2:
+            layers.append(nn.Dropout(config.dropout))
+    return nn.Sequential(*layers)
 
 
 class LipsModel(nn.Module):

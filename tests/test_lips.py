@@ -104,8 +104,11 @@ def test_the_lips_arrays_beside_a_checkpoint_predict_as_its_torch_model(
     save_checkpoint(path, other, "lips")
     sidecar_path(path).write_bytes(stale)
     assert read_shapes(path) is None
-    sidecar_path(path).write_bytes(b"not an npz")
-    assert read_shapes(path) is None
+    save_checkpoint(path, model, "lips")
+    good = sidecar_path(path).read_bytes()
+    for damaged in (b"", b"not an npz", good[:len(good) // 2]):  # a copy cut short
+        sidecar_path(path).write_bytes(damaged)
+        assert read_shapes(path) is None
 
 
 def test_a_render_reads_the_lips_arrays_or_else_the_checkpoint(fitted, tmp_path: Path) -> None:

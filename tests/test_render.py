@@ -16,11 +16,12 @@ import soundfile as sf
 import torch
 
 from hygie_w2l import media
+from hygie_w2l.errors import HygieError
 from hygie_w2l.geometry import box_affine, generator_mask, invert, placed_box, warp
 from hygie_w2l.models.checkpoint import build_model, save_checkpoint, save_official_layout
 from hygie_w2l.render import RenderConfig, render, silence_gate
 from hygie_w2l.template import load_template, template_index
-from hygie_w2l.types import EngineConfig
+from hygie_w2l.types import GENERATOR_ARCHS, EngineConfig
 from tests.conftest import make_variant, run_cli
 
 CPU = EngineConfig(device="cpu")
@@ -45,6 +46,17 @@ def test_pingpong_and_wrap_indices() -> None:
     assert [template_index(k, 4, "pingpong") for k in range(9)] == [0, 1, 2, 3, 2, 1, 0, 1, 2]
     assert [template_index(k, 3, "wrap") for k in range(5)] == [0, 1, 2, 0, 1]
     assert template_index(17, 1, "pingpong") == 0
+
+
+def test_the_registry_names_each_generator_by_its_own_arch() -> None:
+    """Its entries are module:class strings, imported when asked for (a lips render imports
+    no image generator): a typo there shows only here."""
+    from hygie_w2l.generators import cli_name, generator_class
+
+    for arch in GENERATOR_ARCHS:
+        assert generator_class(arch).arch == arch
+    with pytest.raises(HygieError, match="unknown generator"):
+        generator_class(cli_name("film_unet"))
 
 
 def test_silence_keeps_the_template_mouth() -> None:
