@@ -171,6 +171,7 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
     started, cpu, timer = time.perf_counter(), cpu_seconds(), Timer()
     out = check_writable(not_an_input(out, face, audio, checkpoint))
     ckpt, generator = _load(checkpoint)
+    notes = _arrays_note(checkpoint, ckpt)
     config = dataclasses.replace(config, hd=library_for(config.hd, config.index, generator,
                                                         checkpoint))
     with contextlib.ExitStack() as stack:
@@ -192,7 +193,7 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
         stack.callback(mouth.close)
         preview = _encode(job, mouth.stages, config, mouth.batch_size, audio, checkpoint, out)
     # after the template's decoder is closed (and waited): its CPU is counted
-    return _summarise(out, job, started, cpu, preview, stats, mouth.info(), generator)
+    return _summarise(out, job, started, cpu, preview, stats, mouth.info(), generator, notes)
 
 
 def _load(checkpoint: str | Path) -> tuple[Checkpoint | None, Generator]:
@@ -208,6 +209,15 @@ def _load(checkpoint: str | Path) -> tuple[Checkpoint | None, Generator]:
 
     ckpt = load_checkpoint(checkpoint, expect=GENERATOR_ARCHS)
     return ckpt, generator_for(ckpt)
+
+
+def _arrays_note(checkpoint: str | Path, ckpt: Checkpoint | None) -> tuple[str, ...]:
+    """A lips checkpoint read through torch says how to spare the next render that."""
+    if ckpt is None or ckpt.arch != "lips":
+        return ()
+    return (f"{checkpoint}: no lips arrays beside it (a run written before them), so torch "
+            "was imported to read it (2 s); `hygie-w2l train DATASET --arch lips --out RUN "
+            "--resume` writes them",)
 
 
 def _speech(audio: str | Path, config: RenderConfig, tmp: Path, timer: Timer
@@ -296,8 +306,8 @@ def _notes(job: _Job) -> tuple[str, ...]:
 
 def _summarise(out: Path, job: _Job, started: float, cpu: tuple[float, float],
                preview: Path | None,
-               stats: str | Path | None, info: dict[str, Any], generator: Generator
-               ) -> RenderSummary:
+               stats: str | Path | None, info: dict[str, Any], generator: Generator,
+               notes: tuple[str, ...] = ()) -> RenderSummary:
     c = job.counts
     for stage, seconds in job.template.seconds.items():  # decode (and track, when cold)
         job.timer.add(stage, seconds)
@@ -305,7 +315,7 @@ def _summarise(out: Path, job: _Job, started: float, cpu: tuple[float, float],
                             c["no_face"], c["silent"], dict(job.timer.seconds),
                             time.perf_counter() - started, peak_memory_mb(), preview,
                             info.get("hd"), info.get("warning"), info.get("batch_size", 0),
-                            info.get("engine_note", ""), generator.arch, _notes(job),
+                            info.get("engine_note", ""), generator.arch, _notes(job) + notes,
                             dict(zip(("own", "ffmpeg"), np.subtract(cpu_seconds(), cpu),
                                      strict=True)))
     if stats is not None:

@@ -24,8 +24,8 @@ from hygie_w2l import losses
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.errors import HygieError
 from hygie_w2l.generators import PixelGenerator, generator_class
-from hygie_w2l.lip_shapes import LipsConfig
-from hygie_w2l.lips import LipsReport, fit_lips
+from hygie_w2l.lip_shapes import LipsConfig, read_shapes, save_shapes, sidecar_path
+from hygie_w2l.lips import LipsModel, LipsReport, fit_lips
 from hygie_w2l.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from hygie_w2l.runs import (
     RunDir,
@@ -250,9 +250,16 @@ def train_lips(dataset: str | Path, out: str | Path, config: TrainConfig,
     run = RunDir(out, config, resume, ["opening_r", "lmd", "lmd_mean_shape"], (dataset,))
     if resume:
         done = load_checkpoint(run.last, expect="lips")
-        return TrainSummary(run.path, done.step, float(done.meta["report"]["lmd"]),
-                            ["the lips model was fitted already: nothing to resume"], 0.0,
-                            report=LipsReport(**done.meta["report"]).text())
+        said = ["the lips model was fitted already: nothing to resume"]
+        for path in (run.best, run.last):  # a run written before the arrays: add them
+            if path.is_file() and read_shapes(path) is None:
+                model = load_checkpoint(path, expect="lips").model
+                assert isinstance(model, LipsModel)
+                save_shapes(model.shapes(), path)
+                said.append(f"wrote {sidecar_path(path)}: lips renders skip torch")
+                print(said[-1])
+        return TrainSummary(run.path, done.step, float(done.meta["report"]["lmd"]), said,
+                            0.0, report=LipsReport(**done.meta["report"]).text())
     start_run(dataclasses.replace(config, device="cpu"))
     try:
         model, report = fit_lips(data, LipsConfig(steps=config.steps, seed=config.seed))

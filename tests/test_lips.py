@@ -115,15 +115,16 @@ def test_a_render_reads_the_lips_arrays_or_else_the_checkpoint(fitted, tmp_path:
     """A run written before the arrays existed (or a .pt copied alone) renders through torch,
     with the same model."""
     from hygie_w2l.generators.lips import LipsGenerator
-    from hygie_w2l.render import _load
+    from hygie_w2l.render import _arrays_note, _load
 
     model, _ = fitted
     path = save_checkpoint(tmp_path / "best.pt", model, "lips")
     ckpt, fast = _load(tmp_path)
-    assert ckpt is None and isinstance(fast, LipsGenerator)
+    assert ckpt is None and isinstance(fast, LipsGenerator) and not _arrays_note(path, ckpt)
     sidecar_path(path).unlink()
     ckpt, slow = _load(path)
     assert ckpt is not None and ckpt.arch == "lips" and isinstance(slow, LipsGenerator)
+    assert "--resume" in _arrays_note(path, ckpt)[0]  # the summary says how to add them
     for a, b in zip(fast.shapes.members[0], slow.shapes.members[0], strict=True):
         np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(fast.shapes.gain, slow.shapes.gain)
@@ -235,3 +236,9 @@ def test_cli_trains_a_lips_run_in_seconds(long_dataset: Path, tmp_path: Path) ->
     assert ckpt.meta["kind"] == "lips" and ckpt.meta["report"]["opening_r"] > 0.8
     again = run_cli("train", str(long_dataset), "--arch", "lips", "--out", str(tmp_path / "r"))
     assert again.returncode == 2 and "--resume" in again.stderr
+    for arrays in (tmp_path / "r").glob("*.lips.npz"):  # a run written before them
+        arrays.unlink()
+    resumed = run_cli("train", str(long_dataset), "--arch", "lips", "--out",
+                      str(tmp_path / "r"), "--resume")
+    assert resumed.returncode == 0 and "best.lips.npz" in resumed.stdout, resumed.stderr
+    assert read_shapes(tmp_path / "r") is not None and read_shapes(tmp_path / "r" / "last.pt")
