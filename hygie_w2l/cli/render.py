@@ -13,7 +13,7 @@ from hygie_w2l.cli.person import face_index_flag
 def _cmd_render(args: argparse.Namespace) -> int:
     from hygie_w2l.face_tracker import TrackerConfig
     from hygie_w2l.hd import HDConfig
-    from hygie_w2l.lip_shapes import read_shapes
+    from hygie_w2l.lip_shapes import sidecar_path
     from hygie_w2l.render import RenderConfig, render
     from hygie_w2l.types import EngineConfig
 
@@ -26,9 +26,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
                           preview=args.preview, hd=hd, index=args.index,
                           tracker=TrackerConfig(face_index=args.face_index),
                           template_cache=not args.no_cache, parallel=not args.sequential)
-    if read_shapes(args.checkpoint) is None:  # an image generator's (or an older lips run)
+    if not sidecar_path(args.checkpoint).is_file():  # an image generator's, an older lips run
         # torch's import (1.5-2 s) before the render's clock, which has always counted the
-        # render's own work, not Python's imports (--stats, bench_render's "process" has them)
+        # render's own work, not Python's imports (--stats, bench_render's "process" has them);
+        # whether arrays that are there fit their .pt, the render checks (once)
         import hygie_w2l.generate  # noqa: F401
         import hygie_w2l.models.checkpoint  # noqa: F401
         from hygie_w2l.generators import GENERATORS, generator_class
