@@ -62,6 +62,11 @@ class LipsConfig:
 Layer = tuple[np.ndarray, np.ndarray]  # weight (out, in, kernel) float32, bias (out,)
 
 
+def layer_widths(config: LipsConfig) -> tuple[int, ...]:
+    """Channels into each of CONVOLUTIONS and out of the last: mel bands, hidden, components."""
+    return (N_MELS, *[config.hidden] * (len(CONVOLUTIONS) - 1), config.n_components)
+
+
 @dataclasses.dataclass(frozen=True)
 class LipShapes:
     """A fitted lips model as arrays: normalised mel (80, T) -> lip shape codes."""
@@ -235,7 +240,7 @@ def read_shapes(checkpoint: str | Path) -> LipShapes | None:
 def _layout_fits(shapes: LipShapes) -> bool:
     """The arrays have the shapes this code's CONVOLUTIONS and the config ask for."""
     c = shapes.config
-    widths = (N_MELS, *[c.hidden] * (len(CONVOLUTIONS) - 1), c.n_components)
+    widths = layer_widths(c)
     expected = [((widths[j + 1], widths[j], k), (widths[j + 1],))
                 for j, (k, _) in enumerate(CONVOLUTIONS)]
     return (all([(w.shape, b.shape) for w, b in layers] == expected

@@ -33,7 +33,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
-from hygie_w2l.audio import MEL_FRAMES_PER_S, N_MELS, ArrayMel
+from hygie_w2l.audio import MEL_FRAMES_PER_S, ArrayMel
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.errors import HygieError
 from hygie_w2l.geometry import transform_points
@@ -48,6 +48,7 @@ from hygie_w2l.lip_shapes import (
     code_distance,
     code_opening,
     frame_centres,
+    layer_widths,
     normalise_mel,
     predict_codes,
 )
@@ -57,7 +58,7 @@ from hygie_w2l.metrics import pearson
 def _member(config: LipsConfig) -> nn.Sequential:
     """lip_shapes.CONVOLUTIONS as torch layers (lip_shapes.LipShapes runs the same): a GELU
     after each but the last, dropout after the first two."""
-    widths = (N_MELS, *[config.hidden] * (len(CONVOLUTIONS) - 1), config.n_components)
+    widths = layer_widths(config)
     layers: list[nn.Module] = []
     for j, (kernel, dilation) in enumerate(CONVOLUTIONS):
         layers.append(nn.Conv1d(widths[j], widths[j + 1], kernel,
