@@ -29,6 +29,7 @@ from scipy.special import erf
 from hygie_w2l.atomic import atomic_path
 from hygie_w2l.audio import FPS, MEL_FRAMES_PER_S, N_MELS, ArrayMel, MelSource
 from hygie_w2l.geometry import HD_CORNER_SPAN
+from hygie_w2l.models.loaded import checkpoint_file
 
 N_LIP_POINTS = 40  # MediaPipe's outer + inner lip rings
 CODE_DIMS = 2 * N_LIP_POINTS
@@ -181,12 +182,6 @@ def code_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- sidecar ----
-
-def checkpoint_file(checkpoint: str | Path) -> Path:
-    """A run folder means its best.pt (models/checkpoint.load_checkpoint's rule)."""
-    path = Path(checkpoint)
-    return path / "best.pt" if path.is_dir() else path
-
 
 def sidecar_path(checkpoint: str | Path) -> Path:
     """runs/NAME/best.pt (or the run folder) -> runs/NAME/best.lips.npz."""

@@ -22,7 +22,7 @@ from torch import nn
 
 from hygie_w2l import __version__
 from hygie_w2l.atomic import atomic_path
-from hygie_w2l.models.loaded import Checkpoint, CheckpointError
+from hygie_w2l.models.loaded import Checkpoint, CheckpointError, checkpoint_file
 from hygie_w2l.models.syncnet_lse import SyncNetV2_lse
 from hygie_w2l.models.wav2lip import SyncNet_color, Wav2Lip_disc_qual
 from hygie_w2l.types import GENERATOR_ARCHS
@@ -120,9 +120,7 @@ def load_checkpoint(path: str | Path, expect: str | tuple[str, ...] | None = Non
 
     ``expect``: the architecture(s) the caller can use; anything else is a clear error.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt"
+    path = checkpoint_file(path)
     raw = _read(path)
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path}: holds a {type(raw).__name__}, not a checkpoint dict.")

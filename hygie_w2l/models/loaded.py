@@ -4,6 +4,7 @@ imported: the render's stages name it, and a lips render never imports torch."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hygie_w2l.errors import HygieError
@@ -14,6 +15,12 @@ if TYPE_CHECKING:
 
 class CheckpointError(HygieError):
     pass
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint named by its file, or by its run folder: that folder's best.pt."""
+    path = Path(path)
+    return path / "best.pt" if path.is_dir() else path
 
 
 @dataclasses.dataclass
