@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import cv2
 import numpy as np
 
 from hygie_w2l.audio import MelSource, MelWindows
@@ -143,8 +144,28 @@ CHAIN_QUEUE_BYTES = 48 << 20
 720p batches of 8, one 1080p batch of 8, one 4K batch of 2 frames; memory grows little
 with the resolution (reader_batch says how a batch is sized)."""
 EDIT_WORKERS = 2  # EditStage's threads (render speed: scripts/bench_render.py)
+OPENCV_THREADS = 2
+"""OpenCV's own threads during a render, at most. Its default is one per core, and every
+warp or blend of a mouth-sized picture was split that many ways while the chain's stages
+already run side by side. On a 16-core GPU machine, warm 720p renders, 3 alternated pairs
+(README: render speed on a GPU machine): the render's own CPU 11.8 -> 6.0 s (lips path),
+12.7 -> 8.9 (FiLM U-Net, CUDA), 18.3 -> 12.5 (Wav2Lip, CUDA), wall the same or faster
+(medians 2.07 -> 2.08, 2.37 -> 2.05, 3.21 -> 3.19 s). On 2 cores nothing changes."""
 _POLL_S = 0.1  # how often a waiting thread looks whether the chain was stopped
 _JOIN_S = 10.0  # how long a stopped chain waits for a stage in the middle of a batch
+
+
+@contextlib.contextmanager
+def opencv_threads(most: int | None = None) -> Iterator[int]:
+    """OpenCV's thread pool held to ``most`` threads (default OPENCV_THREADS), never raised;
+    what it was is restored after (it is global to the process)."""
+    before = cv2.getNumThreads()
+    n = max(1, min(OPENCV_THREADS if most is None else most, before))
+    cv2.setNumThreads(n)
+    try:
+        yield n
+    finally:
+        cv2.setNumThreads(before)
 
 
 def reader_batch(frames_per_batch: int, frame_bytes: int) -> tuple[int, int]:

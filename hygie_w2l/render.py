@@ -33,6 +33,7 @@ from hygie_w2l.chain import (
     Stage,
     StageContext,
     Timer,
+    opencv_threads,
     reader_batch,
     run_chain,
 )
@@ -175,6 +176,7 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
     config = dataclasses.replace(config, hd=library_for(config.hd, config.index, generator,
                                                         checkpoint))
     with contextlib.ExitStack() as stack:
+        stack.enter_context(opencv_threads())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hygie-render-",
                                                                    dir=out.parent)))
         # the speech is decoded while the template is probed (two ffmpeg processes at once;

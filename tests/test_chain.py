@@ -9,10 +9,21 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from hygie_w2l.chain import CHAIN_QUEUE_BYTES, EditStage, Frame, Timer, reader_batch, run_chain
+from hygie_w2l import render as render_module
+from hygie_w2l.chain import (
+    CHAIN_QUEUE_BYTES,
+    OPENCV_THREADS,
+    EditStage,
+    Frame,
+    Timer,
+    opencv_threads,
+    reader_batch,
+    run_chain,
+)
 from hygie_w2l.media import read_frames
 from hygie_w2l.render import RenderConfig, render
 from hygie_w2l.types import EngineConfig
@@ -130,14 +141,45 @@ def test_edited_frames_let_their_source_go_unless_it_is_kept() -> None:
         assert kept == ([True, True, True] if keep else [False, True, False])
 
 
+def test_opencv_threads_are_held_down_and_given_back() -> None:
+    before = cv2.getNumThreads()
+    try:
+        for was, inside in ((8, OPENCV_THREADS), (1, 1)):  # lowered, never raised
+            cv2.setNumThreads(was)
+            with opencv_threads() as n:
+                assert n == inside == cv2.getNumThreads()
+            assert cv2.getNumThreads() == was
+        cv2.setNumThreads(8)
+        with pytest.raises(RuntimeError), opencv_threads(3):
+            raise RuntimeError("a stage failed")
+        assert cv2.getNumThreads() == 8
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_parallel_and_sequential_renders_are_the_same_video(synth_clip, random_film_ckpt: Path,
-                                                            tmp_path: Path) -> None:
+                                                            tmp_path: Path, monkeypatch) -> None:
     clip, _ = synth_clip
     config = RenderConfig(blend="feather", engine=EngineConfig(device="cpu"))
+    during: list[int] = []
+    encode = render_module._encode
+
+    def encode_and_look(*args, **kwargs):  # the real encode, and OpenCV's threads meanwhile
+        during.append(cv2.getNumThreads())
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(render_module, "_encode", encode_and_look)
+    before = cv2.getNumThreads()
     outs = {}
-    for parallel in (False, True):
-        out = tmp_path / f"parallel_{parallel}.mp4"
-        render(clip, clip, random_film_ckpt, out, dataclasses.replace(config, parallel=parallel))
-        outs[parallel] = np.stack(list(read_frames(out)))
+    try:
+        cv2.setNumThreads(6)
+        for parallel in (False, True):
+            out = tmp_path / f"parallel_{parallel}.mp4"
+            render(clip, clip, random_film_ckpt, out,
+                   dataclasses.replace(config, parallel=parallel))
+            outs[parallel] = np.stack(list(read_frames(out)))
+        assert during == [OPENCV_THREADS] * 2 and cv2.getNumThreads() == 6
+    finally:
+        cv2.setNumThreads(before)
     assert outs[True].shape == outs[False].shape and len(outs[True]) > 90
     np.testing.assert_array_equal(outs[True], outs[False])
