@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         bench = Bench(tmp, args)
+        print(f"machine: {machine()}", flush=True)
         clip = bench.template(clip)
         speech = bench.speech(clip)
         floor, floor_cpu = bench.transcode(clip)
@@ -74,7 +76,8 @@ def main() -> None:
               f"the same through our pipes (decoded in Python, piped to our writer): "
               f"as BGR {piped['bgr24']:.2f} s ({piped['bgr24'] / floor:.2f}x), as I420 "
               f"{piped['yuv420p']:.2f} s ({piped['yuv420p'] / floor:.2f}x)", flush=True)
-        results: list[dict[str, Any]] = [{"name": "plain transcode", "wall_s": floor,
+        results: list[dict[str, Any]] = [{"name": "machine", "machine": machine()},
+                                          {"name": "plain transcode", "wall_s": floor,
                                            "cpu_s": floor_cpu}]
         results += [{"name": f"through our pipes ({fmt})", "wall_s": s}
                     for fmt, s in piped.items()]
@@ -85,6 +88,17 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")
+
+
+def machine() -> str:
+    """Where the numbers come from: cores, processor and the device the torch engine uses
+    (results from different machines are not comparable)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "") if Path("/proc/cpuinfo").exists() else ""
+    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    return (f"{os.cpu_count()} cores ({cpu or platform.processor() or platform.machine()}), "
+            f"{gpu}, torch {torch.__version__}")
 
 
 class Bench:
