@@ -149,6 +149,7 @@ def list_cache() -> list[CacheEntry]:
     root = cache_root()
     sources = {v["key"]: k for k, v in _paths(root / "templates").items()
                if isinstance(v, dict) and "key" in v}
+    sources.update(_export_sources(root / "onnx"))
     out = []
     for kind in KINDS:
         for f in sorted((root / kind).glob("*")) if (root / kind).is_dir() else []:
@@ -157,6 +158,18 @@ def list_cache() -> list[CacheEntry]:
                 out.append(CacheEntry(kind, f, st.st_size, st.st_mtime,
                                       sources.get(f.name.split(".")[0], "")))
     return sorted(out, key=lambda e: e.modified)
+
+
+def _export_sources(folder: Path) -> dict[str, str]:
+    """{key: checkpoint file} of the ONNX exports, from the record beside each
+    (export.cached_export)."""
+    out = {}
+    for record in folder.glob("*.json") if folder.is_dir() else []:
+        try:
+            out[record.name.split(".")[0]] = str(json.loads(record.read_text())["source"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an older or damaged record: the export is listed without its source
+    return out
 
 
 def clear_cache(kind: str | None = None) -> tuple[int, int]:

@@ -2,7 +2,9 @@
 
 * :class:`PreparedDataset`: the folder ``hygie-w2l prepare`` wrote, memory-mapped.
 * :class:`Sampler`: what every training sampler shares (seeded items, bounded retries);
-  each generator's own sampler lives beside it in hygie_w2l/generators/.
+  each generator's own sampler lives beside it in hygie_w2l/generators/. A sample is a
+  tuple of float32 numpy arrays, which torch's DataLoader batches into tensors: nothing
+  here imports torch, so a render that only crops and runs an exported model never does.
 * :class:`SyncDataset` (expert): 5 consecutive lower-half faces with in-sync or off-sync
   audio. faces (15, 48, 96) float32 in [0, 1] (5 BGR frames stacked on channels, frame
   major, as the official code), mel (1, 80, 16), label (1,) 1.0 in sync / 0.0 off.
@@ -17,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from hygie_w2l.audio import SYNC_T, mel_window
 from hygie_w2l.crops import CropConfig, CropPlan
@@ -110,8 +110,9 @@ def _load_plan(root: Path, meta: dict[str, Any]) -> CropPlan:
                     (int(h), int(w)), float(crops["mouth_width_px_median"]), config)
 
 
-class Sampler(Dataset):
-    """Shared: a seeded random generator per item, bounded retries on unreadable samples."""
+class Sampler:
+    """Shared: a seeded random generator per item, bounded retries on unreadable samples
+    (a map-style dataset for torch's DataLoader)."""
 
     def __init__(self, data: PreparedDataset, split: str, length: int | None = None,
                  seed: int = 0) -> None:
@@ -125,7 +126,7 @@ class Sampler(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         rng = np.random.default_rng((self.seed, index))
         for _ in range(MAX_CONSECUTIVE_FAILURES):
             start = int(self.starts[rng.integers(len(self.starts))])
@@ -137,7 +138,7 @@ class Sampler(Dataset):
         raise HygieError(f"{self.data.root}: {MAX_CONSECUTIVE_FAILURES} samples in a row could "
                          f"not be read ({last}); the dataset is damaged, prepare it again.")
 
-    def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    def sample(self, start: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         raise NotImplementedError
 
     def far_start(self, start: int, rng: np.random.Generator) -> int:
@@ -153,12 +154,11 @@ def window(arr: ChunkedArray, start: int) -> np.ndarray:
 
 
 class SyncDataset(Sampler):
-    def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    def sample(self, start: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         in_sync = bool(rng.integers(2))
         audio_start = start if in_sync else self.far_start(start, rng)
         frames = self.data.array("face").take(range(start, start + SYNC_T))  # (5, 96, 96, 3)
         faces = np.concatenate(list(frames), axis=2).transpose(2, 0, 1) / 255.0  # (15, 96, 96)
         faces = faces[:, faces.shape[1] // 2:]
-        return (torch.from_numpy(faces.astype(np.float32)),
-                torch.from_numpy(self.data.sync_mel(audio_start)),
-                torch.tensor([float(in_sync)]))
+        return (faces.astype(np.float32), self.data.sync_mel(audio_start),
+                np.array([float(in_sync)], np.float32))

@@ -18,18 +18,23 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from hygie_w2l.atomic import atomic_path
 from hygie_w2l.errors import HygieError
-from hygie_w2l.generators import PixelGenerator
+from hygie_w2l.generators import PixelGenerator, generator_class
+from hygie_w2l.models.loaded import checkpoint_file
+from hygie_w2l.types import GENERATOR_ARCHS
+
+if TYPE_CHECKING:  # a render that reuses an export runs it without torch (find_export)
+    import torch
+    from torch import nn
 
 MAX_RELATIVE_ERROR = 1e-4
 OPSET = 17
@@ -63,6 +68,7 @@ def require_onnxruntime() -> Any:
 
 
 def run_onnx(path: Path, inputs: tuple[torch.Tensor, ...], threads: int = 0) -> np.ndarray:
+    """``path``'s output for ``inputs`` (checks and tests: render keeps its own session)."""
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     if threads:
@@ -79,6 +85,7 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` with every BatchNorm2d that follows a (transposed)
     convolution in a Sequential folded into it (the BN becomes an Identity)."""
+    from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     folded = copy.deepcopy(model).eval()
@@ -104,6 +111,8 @@ def export_generator(model: nn.Module, generator: PixelGenerator, out: str | Pat
     """Write ``out`` (and ``out`` with ``.int8.onnx`` when asked, its activation ranges
     calibrated on ``calibration``: feeds {"mel": (B,1,80,16), "face": (B,C,S,S)} of real
     inputs; random inputs when None, which only suits benchmarks); check both against torch."""
+    import torch
+
     if int8 and generator.int8_refusal:
         raise ExportError(f"no INT8 for the {generator.arch}: {generator.int8_refusal}. "
                           "Drop --int8.")
@@ -178,28 +187,72 @@ def cache_dir() -> Path:
     return cache_root() / "onnx"
 
 
-def cached_export(model: nn.Module, generator: PixelGenerator, source: str | Path, int8: bool,
-                  calibration: Iterable[Feeds]) -> tuple[Path, bool, str]:
-    """The ONNX model of checkpoint file ``source`` (INT8 when asked, calibrated on the
-    first render's inputs), exported once and reused while the file is unchanged (keyed by
-    its path, size and modification time). Returns (path, whether it was reused, and for
-    INT8 its error against fp32 as measured at export, kept beside it: a render that reuses
-    it runs no PyTorch forward pass to say it)."""
+@dataclasses.dataclass(frozen=True)
+class CachedExport:
+    """A render's export of one checkpoint file, and what it needs to run it without the
+    checkpoint (so without torch): the generator's arch and crop, and one sample's working
+    memory (the engine's batch size)."""
+
+    path: Path  # the model to run: fp32, or INT8 when asked
+    arch: str
+    crop_px: int
+    sample_bytes: int
+    int8_note: str = ""  # INT8's error against fp32, measured at export
+
+    def generator(self) -> PixelGenerator:
+        cls = generator_class(self.arch)
+        assert issubclass(cls, PixelGenerator)
+        return cls(self.crop_px)
+
+
+def _cache_paths(source: str | Path, int8: bool) -> tuple[Path, Path, Path]:
+    """(fp32 model, the model asked for, what the export knows of its checkpoint) for
+    checkpoint file ``source``: keyed by its path, size and modification time."""
     from hygie_w2l import __version__
 
-    st = Path(source).stat()
-    key = hashlib.sha256(f"{Path(source).resolve()}|{st.st_size}|{st.st_mtime_ns}|"
-                         f"{generator.arch}|"
+    source = checkpoint_file(source)  # a run folder means its best.pt
+    st = source.stat()
+    key = hashlib.sha256(f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|"
                          f"{OPSET}|{__version__}".encode()).hexdigest()[:20]
     fp32 = cache_dir() / f"{key}.onnx"
-    wanted = fp32.with_suffix(".int8.onnx") if int8 else fp32
+    return fp32, fp32.with_suffix(".int8.onnx") if int8 else fp32, fp32.with_suffix(".json")
+
+
+def find_export(source: str | Path, int8: bool) -> CachedExport | None:
+    """The cached export of checkpoint file ``source`` (INT8 when asked), or None where
+    there is none yet or its record is unreadable (it is exported again)."""
+    _, wanted, record = _cache_paths(source, int8)
     note = wanted.with_suffix(".txt")
-    if wanted.exists() and (not int8 or note.exists()):
-        return wanted, True, note.read_text() if int8 else ""
+    if not (wanted.exists() and record.exists() and (not int8 or note.exists())):
+        return None
+    try:
+        meta = json.loads(record.read_text())
+        found = CachedExport(wanted, str(meta["arch"]), int(meta["crop_px"]),
+                             int(meta["sample_bytes"]), note.read_text() if int8 else "")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return found if found.arch in GENERATOR_ARCHS else None
+
+
+def cached_export(model: nn.Module, generator: PixelGenerator, source: str | Path, int8: bool,
+                  calibration: Iterable[Feeds], sample_bytes: int) -> CachedExport:
+    """The ONNX model of checkpoint file ``source`` (INT8 when asked, calibrated on the
+    first render's inputs), exported once and reused while the file is unchanged, with what
+    a later render needs to run it without the checkpoint (find_export). For INT8 its error
+    against fp32 is measured at export and kept beside it: a render that reuses it runs no
+    PyTorch forward pass to say it."""
+    found = find_export(source, int8)
+    if found is not None:
+        return found
+    fp32, wanted, record = _cache_paths(source, int8)
     fp32.parent.mkdir(parents=True, exist_ok=True)
     report = export_generator(model, generator, fp32, int8=int8, calibration=calibration)
-    if not int8:
-        return report.path, False, ""
-    with atomic_path(note) as tmp:
-        tmp.write_text(report.int8_note())
-    return wanted, False, report.int8_note()
+    if int8:
+        with atomic_path(wanted.with_suffix(".txt")) as tmp:
+            tmp.write_text(report.int8_note())
+    with atomic_path(record) as tmp:  # last: it marks the export complete
+        tmp.write_text(json.dumps({"arch": generator.arch, "crop_px": generator.crop_px,
+                                   "sample_bytes": sample_bytes,
+                                   "source": str(checkpoint_file(source).resolve())}))
+    return CachedExport(wanted, generator.arch, generator.crop_px, sample_bytes,
+                        report.int8_note() if int8 else "")

@@ -12,21 +12,24 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 from tqdm import tqdm
 
 from hygie_w2l.audio import mel_window
-from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.doctor import proc_kb
 from hygie_w2l.errors import HygieError
 from hygie_w2l.generators import PixelGenerator
-from hygie_w2l.models.checkpoint import Checkpoint
-from hygie_w2l.runs import pick_device
+from hygie_w2l.models.loaded import Checkpoint
 from hygie_w2l.types import EngineConfig
+
+if TYPE_CHECKING:  # the ONNX engine with a cached export runs without torch
+    import torch
+    from torch import nn
+
+    from hygie_w2l.dataset import PreparedDataset
+    from hygie_w2l.export import CachedExport
 
 # Batch size: as large as a share of the device's free memory allows, up to where a larger
 # batch stops paying (on a CPU, batch 16 runs no faster than 8: scripts/bench_generator.py).
@@ -38,15 +41,16 @@ GENERATOR_THREADS = 0
 the same time (README: render speed); 0: every core (torch's and ONNX Runtime's default)."""
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
+def to_uint8(images: np.ndarray) -> np.ndarray:
     """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8."""
-    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
 
 
-@torch.no_grad()
 def activation_bytes(model: nn.Module, mel: torch.Tensor, inputs: torch.Tensor) -> int:
     """Bytes of every module's output in one forward pass of (mel, inputs): an upper bound of
     the working memory of that batch (without gradients, most are freed as it goes)."""
+    import torch
+
     total = 0
 
     def count(_m: nn.Module, _i: object, out: object) -> None:
@@ -57,16 +61,19 @@ def activation_bytes(model: nn.Module, mel: torch.Tensor, inputs: torch.Tensor) 
     hooks = [m.register_forward_hook(count) for m in model.modules()
              if not list(m.children())]
     try:
-        model(mel, inputs)
+        with torch.no_grad():
+            model(mel, inputs)
     finally:
         for h in hooks:
             h.remove()
     return total
 
 
-def free_memory_bytes(device: torch.device) -> int:
+def free_memory_bytes(device: torch.device | str) -> int:
     """Memory free for the generator: the GPU's free memory, or the host's available RAM."""
-    if device.type == "cuda":
+    if getattr(device, "type", device) == "cuda":
+        import torch
+
         return int(torch.cuda.mem_get_info(device)[0])
     available = proc_kb("/proc/meminfo", "MemAvailable")
     if available is not None:
@@ -74,65 +81,106 @@ def free_memory_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
+def fitted_batch(sample_bytes: int, device: torch.device | str,
+                 free_bytes: int | None = None) -> int:
+    """The batch size for ``device``: MEMORY_SHARE of its free memory divided by the working
+    memory of one sample, capped by BATCH_CAP. At least 1."""
+    kind = str(getattr(device, "type", device))
+    free = free_memory_bytes(device) if free_bytes is None else free_bytes
+    budget = free * MEMORY_SHARE.get(kind, 0.1)
+    return int(np.clip(budget // max(sample_bytes, 1), 1, BATCH_CAP.get(kind, 8)))
+
+
 def auto_batch_size(model: nn.Module, mel: torch.Tensor, inputs: torch.Tensor,
                     device: torch.device, free_bytes: int | None = None) -> int:
-    """The batch size for ``device``: MEMORY_SHARE of its free memory divided by the working
-    memory of one sample (measured on ``mel``/``inputs``, a batch of one), capped by
-    BATCH_CAP. At least 1."""
-    per_sample = max(activation_bytes(model, mel.to(device), inputs.to(device)), 1)
-    free = free_memory_bytes(device) if free_bytes is None else free_bytes
-    budget = free * MEMORY_SHARE.get(device.type, 0.1)
-    return int(np.clip(budget // per_sample, 1, BATCH_CAP.get(device.type, 8)))
+    """fitted_batch with one sample's working memory measured on ``mel``/``inputs`` (a batch
+    of one)."""
+    return fitted_batch(activation_bytes(model, mel.to(device), inputs.to(device)), device,
+                        free_bytes)
 
 
 class Engine:
-    """Runs a generator's model on batches of (inputs, mel windows)."""
+    """Runs a generator's model on batches of (inputs, mel windows). The ONNX engine whose
+    export of the checkpoint file is cached needs no checkpoint (``ckpt`` may be None) and
+    never imports torch: it reads the arch, the crop and one sample's working memory beside
+    the export (export.find_export)."""
 
-    def __init__(self, ckpt: Checkpoint, generator: PixelGenerator, config: EngineConfig,
+    def __init__(self, ckpt: Checkpoint | None, generator: PixelGenerator, config: EngineConfig,
                  source: str | Path | None = None) -> None:
         """``source``: the checkpoint's file, which keys the ONNX engine's cached export."""
-        from hygie_w2l.export import fold_batchnorm, require_onnxruntime
-
         if config.int8 and config.engine != "onnx":
             raise HygieError("--int8 quantises the ONNX engine's weights: add --engine onnx.")
         if config.engine == "onnx" and source is None:
             raise ValueError("the ONNX engine caches its export per checkpoint file: give it")
         self.generator, self.source, self.int8 = generator, source, config.int8
         self.onnx = config.engine == "onnx"
-        self.device = torch.device("cpu") if self.onnx else pick_device(config.device)
         self.threads = config.threads or GENERATOR_THREADS
-        if self.threads and self.device.type == "cpu" and not self.onnx:
-            torch.set_num_threads(self.threads)
-        # The ONNX engine needs the PyTorch model only to export it (once per checkpoint)
-        # and lets it go once its session is open; PyTorch runs it with BatchNorm folded.
-        self.model: nn.Module | None = ckpt.model if self.onnx else \
-            fold_batchnorm(ckpt.model).to(self.device)
+        self.model: nn.Module | None = None
         self.session: Any = None
         self.parts = 1  # the ONNX engine's batches run in this many parts at once
         self.pool: ThreadPoolExecutor | None = None  # their threads
         self.note = ""  # what the engine did once (export reused, INT8 error), for the summary
         if self.onnx:
+            from hygie_w2l.export import find_export, require_onnxruntime
+
             self._ort = require_onnxruntime()
-        self.batch_size = config.batch_size or auto_batch_size(
-            self.model, *generator.example_inputs(), self.device)
+            assert source is not None
+            self.export: CachedExport | None = find_export(source, self.int8)
+            if self.export is not None:
+                sample_bytes = self.export.sample_bytes
+            else:  # exported at the first batch, from the checkpoint's model
+                if ckpt is None:  # it was there when the render began
+                    raise HygieError(f"{source}: its ONNX export left the cache during the "
+                                     "render (hygie-w2l cache clear?): render again.")
+                self.model = ckpt.model  # folded only in the export, released once it is done
+                sample_bytes = activation_bytes(self.model, *generator.example_inputs())
+            self.sample_bytes = sample_bytes
+            self.device_type = "cpu"
+            self.batch_size = config.batch_size or fitted_batch(sample_bytes, "cpu")
+        else:
+            import torch
+
+            from hygie_w2l.export import fold_batchnorm
+            from hygie_w2l.runs import pick_device
+
+            if ckpt is None:
+                raise ValueError("the torch engine runs the checkpoint's model: give it")
+            self.device = pick_device(config.device)
+            self.device_type = self.device.type
+            if self.threads and self.device.type == "cpu":
+                torch.set_num_threads(self.threads)
+            self.model = fold_batchnorm(ckpt.model).to(self.device)
+            self.batch_size = config.batch_size or auto_batch_size(
+                self.model, *generator.example_inputs(), self.device)
         self.chunk = self.batch_size  # lowered when the device runs out of memory
 
-    def __call__(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
-        """inputs (B, C, S, S), mels (B, 80, 16) -> (B, S, S, 3) uint8. On a device out of
-        memory, the batch is halved (and stays halved) rather than the work lost."""
+    def __call__(self, inputs: np.ndarray, mels: np.ndarray) -> np.ndarray:
+        """inputs (B, C, S, S) float32, mels (B, 80, 16) -> (B, S, S, 3) uint8. On a device
+        out of memory, the batch is halved (and stays halved) rather than the work lost."""
         outs, a = [], 0
         while a < len(inputs):
             try:
                 outs.append(self._run(inputs[a:a + self.chunk], mels[a:a + self.chunk]))
                 a += self.chunk
-            except torch.cuda.OutOfMemoryError:
+            except Exception as exc:
+                if not self._out_of_memory(exc):
+                    raise
                 if self.chunk == 1:
                     raise HygieError("the GPU is out of memory even for one frame: close "
                                      "other GPU programs or render with --device cpu.") from None
                 self.chunk = max(1, self.chunk // 2)
+                import torch
+
                 torch.cuda.empty_cache()
                 tqdm.write(f"GPU out of memory: generating {self.chunk} frames at a time")
         return np.concatenate(outs) if outs else np.zeros((0,), np.uint8)
+
+    def _out_of_memory(self, exc: Exception) -> bool:
+        if self.onnx:
+            return False
+        import torch
+
+        return isinstance(exc, torch.cuda.OutOfMemoryError)
 
     def generate(self, crops: np.ndarray, references: np.ndarray, mels: np.ndarray
                  ) -> np.ndarray:
@@ -140,13 +188,15 @@ class Engine:
         windows (B, 80, 16): (B, S, S, 3) uint8."""
         return self(self.generator.inputs(crops, references), mels)
 
-    def _open_session(self, mel: torch.Tensor, inputs: torch.Tensor) -> None:
-        from hygie_w2l.export import cached_export
+    def _open_session(self, mel: np.ndarray, inputs: np.ndarray) -> None:
+        reused = self.export is not None
+        if self.export is None:
+            from hygie_w2l.export import cached_export
 
-        feeds = {"mel": mel.numpy(), "face": inputs.numpy()}
-        assert self.source is not None and self.model is not None
-        path, reused, int8_note = cached_export(self.model, self.generator, self.source,
-                                                self.int8, [feeds])
+            assert self.source is not None and self.model is not None
+            self.export = cached_export(self.model, self.generator, self.source, self.int8,
+                                        [{"mel": mel, "face": inputs}], self.sample_bytes)
+        path = self.export.path
         self.model = None  # the session holds the weights now
         options = self._ort.SessionOptions()
         # Idle ONNX Runtime threads spin by default, stealing the cores that blending,
@@ -163,19 +213,19 @@ class Engine:
         self.session = self._ort.InferenceSession(str(path), options,
                                                   providers=["CPUExecutionProvider"])
         self.note = f"ONNX engine: {path}" + (" (cached)" if reused else " (exported)")
-        if int8_note:
-            self.note += f"; {int8_note}"
+        if self.export.int8_note:
+            self.note += f"; {self.export.int8_note}"
 
-    @torch.no_grad()
-    def _run(self, inputs: torch.Tensor, mels: np.ndarray) -> np.ndarray:
-        mel = torch.from_numpy(np.ascontiguousarray(mels))[:, None]
+    def _run(self, inputs: np.ndarray, mels: np.ndarray) -> np.ndarray:
+        mel = np.ascontiguousarray(mels, np.float32)[:, None]
+        inputs = np.ascontiguousarray(inputs, np.float32)
         if self.onnx:
             if self.session is None:
                 self._open_session(mel, inputs)
             names = [i.name for i in self.session.get_inputs()]
 
             def run(rows: slice) -> np.ndarray:
-                feeds = dict(zip(names, (mel[rows].numpy(), inputs[rows].numpy()), strict=True))
+                feeds = dict(zip(names, (mel[rows], inputs[rows]), strict=True))
                 return self.session.run(None, feeds)[0]
 
             if self.pool is None or len(inputs) == 1:
@@ -185,9 +235,15 @@ class Engine:
                 edges = np.linspace(0, len(inputs), parts + 1).round().astype(int)
                 out = np.concatenate(list(self.pool.map(
                     run, [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)])))
-            return to_uint8(torch.from_numpy(out))
+            return to_uint8(out)
+        import torch
+
         assert self.model is not None
-        return to_uint8(self.model(mel.to(self.device), inputs.to(self.device)))
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(mel).to(self.device),
+                             torch.from_numpy(inputs).to(self.device))
+            # uint8 on the device: a quarter of the bytes back (and the same rounding)
+            return (out.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def calibration_feeds(data: PreparedDataset, generator: PixelGenerator,
@@ -204,6 +260,5 @@ def calibration_feeds(data: PreparedDataset, generator: PixelGenerator,
         idx = picks[a:a + batch]
         mels = np.stack([mel_window(data.mel, i, data.fps) for i in idx])[:, None]
         crops = data.array(generator.crop_kind).take(idx)
-        feeds.append({"mel": mels.astype(np.float32),
-                      "face": generator.inputs(crops, crops).numpy()})
+        feeds.append({"mel": mels.astype(np.float32), "face": generator.inputs(crops, crops)})
     return feeds

@@ -42,9 +42,9 @@ from hygie_w2l.doctor import cpu_seconds, peak_memory_mb
 from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
 from hygie_w2l.generators import Generator, generator_for
 from hygie_w2l.hd import HDConfig, library_for
-from hygie_w2l.lip_shapes import read_shapes
+from hygie_w2l.lip_shapes import read_shapes, sidecar_path
 from hygie_w2l.media import DEFAULT_CRF, DEFAULT_PRESET, AudioFile, VideoWriter, X264Preset
-from hygie_w2l.models.loaded import Checkpoint
+from hygie_w2l.models.loaded import Checkpoint, checkpoint_file
 from hygie_w2l.pixels import PixelFormat, frame_shape
 from hygie_w2l.template import LoopMode, Template, load_template, template_index, template_info
 from hygie_w2l.types import GENERATOR_ARCHS, EngineConfig
@@ -171,7 +171,7 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
            ) -> RenderSummary:
     started, cpu, timer = time.perf_counter(), cpu_seconds(), Timer()
     out = check_writable(not_an_input(out, face, audio, checkpoint))
-    ckpt, generator = _load(checkpoint)
+    ckpt, generator = _load(checkpoint, config.engine)
     notes = _arrays_note(checkpoint, ckpt)
     config = dataclasses.replace(config, hd=library_for(config.hd, config.index, generator,
                                                         checkpoint))
@@ -198,15 +198,37 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
     return _summarise(out, job, started, cpu, preview, stats, mouth.info(), generator, notes)
 
 
-def _load(checkpoint: str | Path) -> tuple[Checkpoint | None, Generator]:
-    """The checkpoint and its generator; a lips run's from its arrays where they match its
-    checkpoint (lip_shapes.py), without the checkpoint: torch is never imported then, 1.5-2 s
-    of a lips render's process."""
+def runs_without_torch(checkpoint: str | Path, engine: EngineConfig) -> bool:
+    """Whether a render of ``checkpoint`` can skip torch: a lips run with its arrays (the
+    render checks that they fit its checkpoint), or an ONNX render whose export of the
+    checkpoint file is cached."""
+    if sidecar_path(checkpoint).is_file():
+        return True
+    if engine.engine != "onnx":
+        return False
+    from hygie_w2l.export import find_export
+
+    return find_export(checkpoint_file(checkpoint), engine.int8) is not None
+
+
+def _load(checkpoint: str | Path, engine: EngineConfig = EngineConfig()
+          ) -> tuple[Checkpoint | None, Generator]:
+    """The checkpoint and its generator, without the checkpoint where it is not needed:
+    torch is never imported then (1.5-3 s of a render's process).
+
+    * a lips run's generator from its arrays where they match its checkpoint (lip_shapes.py);
+    * an ONNX render's from what its cached export says of the checkpoint (export.py)."""
     shapes = read_shapes(checkpoint)
     if shapes is not None:
         from hygie_w2l.generators.lips import LipsGenerator
 
         return None, LipsGenerator(shapes)
+    if engine.engine == "onnx":
+        from hygie_w2l.export import find_export
+
+        found = find_export(checkpoint_file(checkpoint), engine.int8)
+        if found is not None:
+            return None, found.generator()
     from hygie_w2l.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, expect=GENERATOR_ARCHS)

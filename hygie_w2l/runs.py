@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hygie_w2l.atomic import atomic_path, not_an_input, writable_folder
+from hygie_w2l.dataset import Sampler as DataSampler
 from hygie_w2l.errors import HygieError
 
 PRESETS = ("quick", "standard", "hq")
@@ -167,9 +168,11 @@ class IndexStream(Sampler[int]):
         return (self.end - self.start) * self.batch
 
 
-def batches(dataset: Dataset, batch_size: int, start_step: int, end_step: int,
+def batches(dataset: DataSampler, batch_size: int, start_step: int, end_step: int,
             num_workers: int = 0) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size,
+    """``dataset``'s items (numpy arrays) batched into tensors. A DataLoader reads any
+    map-style dataset (``__getitem__`` and ``__len__``); its annotation asks for torch's class."""
+    return DataLoader(cast("Dataset[Any]", dataset), batch_size=batch_size,
                       sampler=IndexStream(batch_size, start_step, end_step),
                       num_workers=num_workers, drop_last=False)
 

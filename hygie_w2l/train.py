@@ -17,11 +17,10 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from hygie_w2l import losses
-from hygie_w2l.dataset import PreparedDataset
+from hygie_w2l.dataset import PreparedDataset, Sampler
 from hygie_w2l.errors import HygieError
 from hygie_w2l.generators import PixelGenerator, generator_class
 from hygie_w2l.lip_shapes import LipsConfig, read_shapes, save_shapes, sidecar_path
@@ -145,8 +144,8 @@ class _Parts:
     expert: nn.Module | None
     disc: nn.Module | None
     disc_opt: torch.optim.Optimizer | None
-    train_set: Dataset
-    val_set: Dataset
+    train_set: Sampler
+    val_set: Sampler
     run: RunDir
     notes: list[str]
 

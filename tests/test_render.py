@@ -247,7 +247,7 @@ def test_out_of_memory_halves_the_batch_instead_of_failing(film_ckpt: Path,
             return real(mel, x)
 
     engine.model = SmallDevice()
-    inputs = torch.rand(7, 4, 96, 96)
+    inputs = np.random.default_rng(1).random((7, 4, 96, 96), np.float32)
     mels = np.random.default_rng(0).standard_normal((7, 80, 16)).astype(np.float32)
     out = engine(inputs, mels)
     assert out.shape == (7, 96, 96, 3) and engine.chunk == 2
@@ -266,7 +266,7 @@ def test_the_onnx_engine_runs_a_batch_in_parts_at_once_with_the_same_frames(
 
     monkeypatch.setenv("HYGIE_CACHE", str(tmp_path / "cache"))
     ckpt = load_checkpoint(film_ckpt)
-    inputs = torch.rand(7, 4, 96, 96)
+    inputs = np.random.default_rng(1).random((7, 4, 96, 96), np.float32)
     mels = np.random.default_rng(0).standard_normal((7, 80, 16)).astype(np.float32)
     torch_out = Engine(ckpt, generator_for(ckpt), CPU)(inputs, mels).astype(int)
     outs = {}
@@ -277,6 +277,54 @@ def test_the_onnx_engine_runs_a_batch_in_parts_at_once_with_the_same_frames(
         assert engine.parts == threads and (engine.pool is not None) == (threads > 1)
     assert (outs[1] == outs[3]).all()  # parts of 3, 2 and 2 frames: the frames of one run
     assert np.abs(outs[3] - torch_out).max() <= 1
+
+
+@pytest.mark.slow
+def test_a_cached_onnx_export_renders_without_torch(synth_clip, random_film_ckpt: Path,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first ONNX render of a checkpoint file exports it (with torch); later ones read
+    the generator's arch, crop and batch size beside the export and never import torch
+    (1.5-3 s of a render's process on 2 cores), for the same video. A damaged record of the
+    export, or a changed checkpoint file (same name, new content), is exported again."""
+    pytest.importorskip("onnxruntime")
+    template, _ = synth_clip
+    ckpt = tmp_path / "film.pt"
+    ckpt.write_bytes(random_film_ckpt.read_bytes())
+    code = ("import sys; from hygie_w2l.cli import main; rc = main(sys.argv[1:]); "
+            "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
+
+    def onnx_render(name: str) -> tuple[str, bool]:
+        """(how the engine got its model: exported or cached, whether torch was imported)"""
+        run = subprocess.run(
+            [sys.executable, "-c", code, "render", "--face", str(template), "--audio",
+             str(template), "--checkpoint", str(ckpt), "--engine", "onnx", "--blend",
+             "feather", "--crf", "0", "--out", str(tmp_path / f"{name}.mp4")],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "HYGIE_CACHE": str(tmp_path / "cache")})
+        assert run.returncode == 0, run.stderr[-2000:]
+        note = next(line for line in run.stdout.splitlines() if "ONNX engine" in line)
+        how = "exported" if "(exported)" in note else "cached" if "(cached)" in note else note
+        return how, run.stdout.splitlines()[-1] == "torch imported: True"
+
+    def frames(name: str) -> np.ndarray:
+        return np.stack(list(media.read_frames(tmp_path / f"{name}.mp4")))
+
+    assert onnx_render("first") == ("exported", True)
+    assert onnx_render("second") == ("cached", False)
+    np.testing.assert_array_equal(frames("first"), frames("second"))
+    from hygie_w2l.cache import list_cache
+
+    monkeypatch.setenv("HYGIE_CACHE", str(tmp_path / "cache"))
+    exports = [e for e in list_cache() if e.kind == "onnx"]
+    assert len(exports) == 2 and {e.source for e in exports} == {str(ckpt.resolve())}
+    (record,) = (tmp_path / "cache" / "onnx").glob("*.json")
+    record.write_text('{"arch": "film_unet"}')  # cut short: exported again, not trusted
+    assert onnx_render("third") == ("exported", True)
+    model = build_model("film_unet", {"size_px": 96, "channels": (8, 16, 32, 64, 128)})
+    save_checkpoint(ckpt, model, "film_unet")  # other weights, same name
+    assert onnx_render("fourth") == ("exported", True)
+    assert np.abs(frames("fourth").astype(int) - frames("third")).max() > 10
 
 
 @pytest.mark.slow

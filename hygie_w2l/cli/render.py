@@ -13,8 +13,7 @@ from hygie_w2l.cli.person import face_index_flag
 def _cmd_render(args: argparse.Namespace) -> int:
     from hygie_w2l.face_tracker import TrackerConfig
     from hygie_w2l.hd import HDConfig
-    from hygie_w2l.lip_shapes import sidecar_path
-    from hygie_w2l.render import RenderConfig, render
+    from hygie_w2l.render import RenderConfig, render, runs_without_torch
     from hygie_w2l.types import EngineConfig
 
     hd = HDConfig(strength=args.hd_strength, lips=args.hd_lips, query=args.hd_query) \
@@ -26,10 +25,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
                           preview=args.preview, hd=hd, index=args.index,
                           tracker=TrackerConfig(face_index=args.face_index),
                           template_cache=not args.no_cache, parallel=not args.sequential)
-    if not sidecar_path(args.checkpoint).is_file():  # an image generator's, an older lips run
-        # torch's import (1.5-2 s) before the render's clock, which has always counted the
-        # render's own work, not Python's imports (--stats, bench_render's "process" has them);
-        # whether arrays that are there fit their .pt, the render checks (once)
+    if not runs_without_torch(args.checkpoint, engine):
+        # torch's import (1.5-3 s) before the render's clock, which has always counted the
+        # render's own work, not Python's imports (--stats, bench_render's "process" has them)
+        import torch  # noqa: F401
+
         import hygie_w2l.generate  # noqa: F401
         import hygie_w2l.models.checkpoint  # noqa: F401
         from hygie_w2l.generators import GENERATORS, generator_class

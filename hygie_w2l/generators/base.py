@@ -38,15 +38,12 @@ from hygie_w2l.types import CropKind, GeneratorArch, Image
 if TYPE_CHECKING:  # torch is imported where it runs: a lips render never needs it
     import torch
     from torch import nn
-    from torch.utils.data import Dataset
 
-    from hygie_w2l.dataset import PreparedDataset
+    from hygie_w2l.dataset import PreparedDataset, Sampler
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
+def to_float(images: np.ndarray) -> np.ndarray:
     """(B, S, S, 3) uint8 BGR -> (B, 3, S, S) float32 in [0, 1]."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(images)).float().permute(0, 3, 1, 2) / 255.0
+    return images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
 
 
 class Generator(abc.ABC):
@@ -104,9 +101,10 @@ class PixelGenerator(Generator):
         """Frame ``i``'s crop (from its picture ``image``) and paste mask."""
 
     @abc.abstractmethod
-    def inputs(self, crops: np.ndarray, references: np.ndarray) -> torch.Tensor:
+    def inputs(self, crops: np.ndarray, references: np.ndarray) -> np.ndarray:
         """crops, references (B, S, S, 3) uint8 BGR -> (B, input_channels, S, S) float32:
-        the frames to dub and the reference frames (at render, the template frame itself)."""
+        the frames to dub and the reference frames (at render, the template frame itself).
+        numpy, not torch: an exported model runs without torch (generate.Engine)."""
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Random (mel (B, 1, 80, 16), inputs (B, C, S, S)) of the right shapes."""
@@ -116,7 +114,7 @@ class PixelGenerator(Generator):
                 torch.rand(batch, self.input_channels, self.crop_px, self.crop_px))
 
     @abc.abstractmethod
-    def sampler(self, data: PreparedDataset, split: str, length: int, seed: int) -> Dataset:
+    def sampler(self, data: PreparedDataset, split: str, length: int, seed: int) -> Sampler:
         """Training or validation samples of ``data``."""
 
     @abc.abstractmethod
@@ -131,7 +129,6 @@ class PixelGenerator(Generator):
         from hygie_w2l.generate import Engine
         from hygie_w2l.hd import HDStage, predicted_codes, run_lips_model
 
-        assert context.checkpoint is not None, "an image generator runs its checkpoint's model"
         engine = Engine(context.checkpoint, self, context.engine, context.source)
         generate = GenerateStage(engine.generate, context.mel_windows, context.timer)
         stages: list[Stage] = [CropStage(self.cut, context.plan, context.timer), generate,

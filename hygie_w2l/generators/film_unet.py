@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import torch
-from torch import nn
 
 from hygie_w2l.audio import SYNC_T
 from hygie_w2l.chain import Cut
 from hygie_w2l.crops import CropConfig, CropPlan
 from hygie_w2l.dataset import PreparedDataset, Sampler
-from hygie_w2l.generators.base import PixelGenerator, to_tensor
+from hygie_w2l.generators.base import PixelGenerator, to_float
 from hygie_w2l.geometry import generator_mask
-from hygie_w2l.models.film_unet import FilmUNet, FilmUNetConfig
 from hygie_w2l.types import Image
+
+if TYPE_CHECKING:  # the model's module imports torch: here only where a model is built or run
+    import torch
+    from torch import nn
 
 
 class FilmUNetSampler(Sampler):
@@ -29,7 +30,7 @@ class FilmUNetSampler(Sampler):
     sees frame t: the mouth can only come from the audio, as at render time, where the
     reference is the template frame."""
 
-    def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    def sample(self, start: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         t = start + int(rng.integers(SYNC_T - 1))  # t and t+1 both inside the sample
         ref = self.far_start(start, rng) + int(rng.integers(SYNC_T))
         crops = self.data.array("mouth").take([t, t + 1, ref]).astype(np.float32) / 255.0
@@ -38,9 +39,7 @@ class FilmUNetSampler(Sampler):
         reference = np.broadcast_to(crops[2].transpose(2, 0, 1), real.shape)
         hole = np.broadcast_to(generator_mask(real.shape[-1]), (2, 1, *real.shape[-2:]))
         masked = np.concatenate([reference, hole], axis=1)  # (2, 4, S, S)
-        return (torch.from_numpy(masked.astype(np.float32)),
-                torch.from_numpy(self.data.mels(t, 2)), torch.from_numpy(real.copy()),
-                torch.from_numpy(lips[:, None].copy()))
+        return masked.astype(np.float32), self.data.mels(t, 2), real.copy(), lips[:, None].copy()
 
 
 class FilmUNetGenerator(PixelGenerator):
@@ -52,6 +51,8 @@ class FilmUNetGenerator(PixelGenerator):
 
     @classmethod
     def build_model(cls, config: Mapping[str, Any] | None = None) -> nn.Module:
+        from hygie_w2l.models.film_unet import FilmUNet, FilmUNetConfig
+
         cfg = dict(config or {})
         if "channels" in cfg:
             cfg["channels"] = tuple(cfg["channels"])
@@ -59,12 +60,16 @@ class FilmUNetGenerator(PixelGenerator):
 
     @classmethod
     def of_model(cls, model: nn.Module) -> Self:
+        from hygie_w2l.models.film_unet import FilmUNetConfig
+
         config = getattr(model, "config", None)
         assert isinstance(config, FilmUNetConfig), "not a FiLM U-Net"
         return cls(config.size_px)
 
     @classmethod
     def new_model(cls, data: PreparedDataset, channels: tuple[int, ...]) -> nn.Module:
+        from hygie_w2l.models.film_unet import FilmUNet, FilmUNetConfig
+
         size = int(data.array("mouth").shape[1])
         return FilmUNet(FilmUNetConfig(size_px=size, channels=channels))
 
@@ -74,12 +79,12 @@ class FilmUNetGenerator(PixelGenerator):
     def cut(self, image: Image, plan: CropPlan, i: int) -> Cut:
         return Cut(plan.cut(image, "mouth", i), plan.mouth[i], generator_mask(self.crop_px))
 
-    def inputs(self, crops: np.ndarray, references: np.ndarray) -> torch.Tensor:
+    def inputs(self, crops: np.ndarray, references: np.ndarray) -> np.ndarray:
         """(B, 4, S, S): the reference crop + the fixed generator mask (where to edit); the
         frame's own crop is never seen (its mouth must come from the audio)."""
-        ref = to_tensor(references)
-        mask = torch.from_numpy(generator_mask(ref.shape[-1]).copy())[None, None]
-        return torch.cat([ref, mask.expand(len(ref), 1, -1, -1)], dim=1)
+        ref = to_float(references)
+        mask = np.broadcast_to(generator_mask(ref.shape[-1]), (len(ref), 1, *ref.shape[-2:]))
+        return np.concatenate([ref, mask], axis=1)
 
     def sampler(self, data: PreparedDataset, split: str, length: int, seed: int
                 ) -> FilmUNetSampler:

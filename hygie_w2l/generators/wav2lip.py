@@ -4,20 +4,21 @@ reference face, and the audio's mel window; trained with the frozen lip-sync exp
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import torch
-from torch import nn
 
 from hygie_w2l.audio import SYNC_T
 from hygie_w2l.chain import Cut
 from hygie_w2l.crops import CropPlan
 from hygie_w2l.dataset import PreparedDataset, Sampler, window
-from hygie_w2l.generators.base import PixelGenerator, to_tensor
+from hygie_w2l.generators.base import PixelGenerator, to_float
 from hygie_w2l.geometry import FACE_CROP_PX, generator_mask, invert, lower_half_mask, warp
-from hygie_w2l.models.wav2lip import Wav2Lip
 from hygie_w2l.types import Image
+
+if TYPE_CHECKING:  # the model's module imports torch: here only where a model is built or run
+    import torch
+    from torch import nn
 
 
 class Wav2LipSampler(Sampler):
@@ -25,18 +26,16 @@ class Wav2LipSampler(Sampler):
     mel (1, 80, 16) (the sync window), y (3, 5, 96, 96) real, mouth (1, 5, 96, 96) mouth
     mask in [0, 1] for the weighted L1: the official layouts."""
 
-    def sample(self, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    def sample(self, start: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         faces = self.data.array("face")
         real = window(faces, start)
         reference = window(faces, self.far_start(start, rng))
         masked = real * (1.0 - lower_half_mask(real.shape[-1]))
         mouth = np.stack([self.data.face_mouth_mask(i, real.shape[-1])
                           for i in range(start, start + SYNC_T)])[None]
-        return (torch.from_numpy(np.concatenate([masked, reference]).astype(np.float32)),
-                torch.from_numpy(self.data.mels(start, SYNC_T)),
-                torch.from_numpy(self.data.sync_mel(start)),
-                torch.from_numpy(real.astype(np.float32)),
-                torch.from_numpy(mouth.astype(np.float32)))
+        return (np.concatenate([masked, reference]).astype(np.float32),
+                self.data.mels(start, SYNC_T), self.data.sync_mel(start),
+                real.astype(np.float32), mouth.astype(np.float32))
 
 
 class Wav2LipGenerator(PixelGenerator):
@@ -51,6 +50,8 @@ class Wav2LipGenerator(PixelGenerator):
 
     @classmethod
     def build_model(cls, config: Mapping[str, Any] | None = None) -> nn.Module:
+        from hygie_w2l.models.wav2lip import Wav2Lip
+
         return Wav2Lip()
 
     @classmethod
@@ -59,7 +60,7 @@ class Wav2LipGenerator(PixelGenerator):
 
     @classmethod
     def new_model(cls, data: PreparedDataset, channels: tuple[int, ...]) -> nn.Module:
-        return Wav2Lip()
+        return cls.build_model()
 
     def cut(self, image: Image, plan: CropPlan, i: int) -> Cut:
         """The face crop; the paste mask is the mouth crop's fixed edit region (lips and jaw)
@@ -70,11 +71,11 @@ class Wav2LipGenerator(PixelGenerator):
         mask = warp(generator_mask(mouth_px), to_face, (self.crop_px, self.crop_px))
         return Cut(plan.cut(image, "face", i), m, mask)
 
-    def inputs(self, crops: np.ndarray, references: np.ndarray) -> torch.Tensor:
+    def inputs(self, crops: np.ndarray, references: np.ndarray) -> np.ndarray:
         """(B, 6, 96, 96): the face with its lower half masked | the reference face."""
-        real = to_tensor(crops)
-        masked = real * (1 - torch.from_numpy(lower_half_mask(real.shape[-1])))
-        return torch.cat([masked, to_tensor(references)], dim=1)
+        real = to_float(crops)
+        masked = real * (1 - lower_half_mask(real.shape[-1]))
+        return np.concatenate([masked, to_float(references)], axis=1)
 
     def sampler(self, data: PreparedDataset, split: str, length: int, seed: int
                 ) -> Wav2LipSampler:
