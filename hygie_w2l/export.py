@@ -201,8 +201,13 @@ class CachedExport:
 
     def generator(self) -> PixelGenerator:
         cls = generator_class(self.arch)
-        assert issubclass(cls, PixelGenerator)
+        assert issubclass(cls, PixelGenerator)  # find_export checks it
         return cls(self.crop_px)
+
+    def serves(self, generator: PixelGenerator) -> bool:
+        """Whether this export is ``generator``'s model (a checkpoint file put back at the
+        same path with the same size and time would otherwise reuse another's)."""
+        return (self.arch, self.crop_px) == (generator.arch, generator.crop_px)
 
 
 def _cache_paths(source: str | Path, int8: bool) -> tuple[Path, Path, Path]:
@@ -220,7 +225,10 @@ def _cache_paths(source: str | Path, int8: bool) -> tuple[Path, Path, Path]:
 
 def find_export(source: str | Path, int8: bool) -> CachedExport | None:
     """The cached export of checkpoint file ``source`` (INT8 when asked), or None where
-    there is none yet or its record is unreadable (it is exported again)."""
+    there is none yet, its record is unreadable (it is exported again), or there is no such
+    file (loading it says so)."""
+    if not checkpoint_file(source).is_file():
+        return None
     _, wanted, record = _cache_paths(source, int8)
     note = wanted.with_suffix(".txt")
     if not (wanted.exists() and record.exists() and (not int8 or note.exists())):
@@ -231,7 +239,9 @@ def find_export(source: str | Path, int8: bool) -> CachedExport | None:
                              int(meta["sample_bytes"]), note.read_text() if int8 else "")
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return found if found.arch in GENERATOR_ARCHS else None
+    pixels = found.arch in GENERATOR_ARCHS and \
+        issubclass(generator_class(found.arch), PixelGenerator)
+    return found if pixels and found.crop_px > 0 and found.sample_bytes > 0 else None
 
 
 def cached_export(model: nn.Module, generator: PixelGenerator, source: str | Path, int8: bool,
@@ -242,7 +252,7 @@ def cached_export(model: nn.Module, generator: PixelGenerator, source: str | Pat
     against fp32 is measured at export and kept beside it: a render that reuses it runs no
     PyTorch forward pass to say it."""
     found = find_export(source, int8)
-    if found is not None:
+    if found is not None and found.serves(generator):
         return found
     fp32, wanted, record = _cache_paths(source, int8)
     fp32.parent.mkdir(parents=True, exist_ok=True)

@@ -126,12 +126,15 @@ class Engine:
             self._ort = require_onnxruntime()
             assert source is not None
             self.export: CachedExport | None = find_export(source, self.int8)
+            if self.export is not None and not self.export.serves(generator):
+                self.export = None  # another model's: exported again at the first batch
             if self.export is not None:
                 sample_bytes = self.export.sample_bytes
             else:  # exported at the first batch, from the checkpoint's model
                 if ckpt is None:  # it was there when the render began
-                    raise HygieError(f"{source}: its ONNX export left the cache during the "
-                                     "render (hygie-w2l cache clear?): render again.")
+                    raise HygieError(f"{source}: its ONNX export is no longer in the cache "
+                                     "(cleared, or the checkpoint file changed during the "
+                                     "render): render again.")
                 self.model = ckpt.model  # folded only in the export, released once it is done
                 sample_bytes = activation_bytes(self.model, *generator.example_inputs())
             self.sample_bytes = sample_bytes

@@ -204,6 +204,9 @@ ROWS = [
         make=_empty_wav_and_text_video),
     # render: the checkpoint
     Row("render: missing checkpoint", _render(checkpoint="nope.pt"), ("nope.pt", "not found")),
+    # the ONNX engine looks for the checkpoint's cached export first: none for a missing file
+    Row("render: missing checkpoint, ONNX engine",
+        [*_render(checkpoint="nope.pt"), "--engine", "onnx"], ("nope.pt", "not found")),
     Row("render: text file as checkpoint", _render(checkpoint="notes.txt"),
         ("notes.txt", "not a PyTorch checkpoint")),
     Row("render: pickle with code", _render(checkpoint="evil.pth"),

@@ -279,6 +279,39 @@ def test_the_onnx_engine_runs_a_batch_in_parts_at_once_with_the_same_frames(
     assert np.abs(outs[3] - torch_out).max() <= 1
 
 
+def test_an_export_record_is_trusted_only_when_it_is_whole_and_fits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """find_export runs before the checkpoint is read: a record that names no image
+    generator, or another generator than the checkpoint's, or a missing checkpoint, means
+    no cached export (the checkpoint is then loaded, and says what is wrong with it)."""
+    import json as json_module
+
+    from hygie_w2l.export import _cache_paths, find_export
+    from hygie_w2l.generators import generator_class
+
+    monkeypatch.setenv("HYGIE_CACHE", str(tmp_path / "cache"))
+    ckpt = tmp_path / "film.pt"
+    ckpt.write_bytes(b"weights")
+    fp32, _, record = _cache_paths(ckpt, int8=False)
+    fp32.parent.mkdir(parents=True)
+    fp32.write_bytes(b"onnx")
+
+    def found(**meta: object) -> object:
+        record.write_text(json_module.dumps({"arch": "film_unet", "crop_px": 96,
+                                             "sample_bytes": 1000, **meta}))
+        return find_export(ckpt, int8=False)
+
+    export = found()
+    assert export is not None and export.generator().crop_px == 96
+    assert export.serves(generator_class("film_unet")(96))
+    assert not export.serves(generator_class("film_unet")(128))
+    assert not export.serves(generator_class("wav2lip")())
+    assert found(arch="lips") is None  # no ONNX engine: not a crash later
+    assert found(arch="nope") is None and found(crop_px=0) is None
+    assert found(crop_px="x") is None and find_export(tmp_path / "nope.pt", False) is None
+    assert find_export(ckpt, int8=True) is None  # INT8 needs its own model and note
+
+
 @pytest.mark.slow
 def test_a_cached_onnx_export_renders_without_torch(synth_clip, random_film_ckpt: Path,
                                                     tmp_path: Path,
