@@ -129,17 +129,15 @@ class Engine:
             if self.export is not None and not self.export.serves(generator):
                 self.export = None  # another model's: exported again at the first batch
             if self.export is not None:
-                sample_bytes = self.export.sample_bytes
+                self.sample_bytes = self.export.sample_bytes
             else:  # exported at the first batch, from the checkpoint's model
                 if ckpt is None:  # it was there when the render began
                     raise HygieError(f"{source}: its ONNX export is no longer in the cache "
                                      "(cleared, or the checkpoint file changed during the "
                                      "render): render again.")
                 self.model = ckpt.model  # folded only in the export, released once it is done
-                sample_bytes = activation_bytes(self.model, *generator.example_inputs())
-            self.sample_bytes = sample_bytes
-            self.device_type = "cpu"
-            self.batch_size = config.batch_size or fitted_batch(sample_bytes, "cpu")
+                self.sample_bytes = activation_bytes(self.model, *generator.example_inputs())
+            self.batch_size = config.batch_size or fitted_batch(self.sample_bytes, "cpu")
         else:
             import torch
 
@@ -149,7 +147,6 @@ class Engine:
             if ckpt is None:
                 raise ValueError("the torch engine runs the checkpoint's model: give it")
             self.device = pick_device(config.device)
-            self.device_type = self.device.type
             if self.threads and self.device.type == "cpu":
                 torch.set_num_threads(self.threads)
             self.model = fold_batchnorm(ckpt.model).to(self.device)
@@ -245,8 +242,7 @@ class Engine:
         with torch.no_grad():
             out = self.model(torch.from_numpy(mel).to(self.device),
                              torch.from_numpy(inputs).to(self.device))
-            # uint8 on the device: a quarter of the bytes back (and the same rounding)
-            return (out.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return to_uint8(out.cpu().numpy())
 
 
 def calibration_feeds(data: PreparedDataset, generator: PixelGenerator,

@@ -44,7 +44,7 @@ from hygie_w2l.generators import Generator, generator_for
 from hygie_w2l.hd import HDConfig, library_for
 from hygie_w2l.lip_shapes import read_shapes, sidecar_path
 from hygie_w2l.media import DEFAULT_CRF, DEFAULT_PRESET, AudioFile, VideoWriter, X264Preset
-from hygie_w2l.models.loaded import Checkpoint, checkpoint_file
+from hygie_w2l.models.loaded import Checkpoint
 from hygie_w2l.pixels import PixelFormat, frame_shape
 from hygie_w2l.template import LoopMode, Template, load_template, template_index, template_info
 from hygie_w2l.types import GENERATOR_ARCHS, EngineConfig
@@ -208,7 +208,7 @@ def runs_without_torch(checkpoint: str | Path, engine: EngineConfig) -> bool:
         return False
     from hygie_w2l.export import find_export
 
-    return find_export(checkpoint_file(checkpoint), engine.int8) is not None
+    return find_export(checkpoint, engine.int8) is not None
 
 
 def _load(checkpoint: str | Path, engine: EngineConfig = EngineConfig()
@@ -226,7 +226,7 @@ def _load(checkpoint: str | Path, engine: EngineConfig = EngineConfig()
     if engine.engine == "onnx":
         from hygie_w2l.export import find_export
 
-        found = find_export(checkpoint_file(checkpoint), engine.int8)
+        found = find_export(checkpoint, engine.int8)
         if found is not None:
             return None, found.generator()
     from hygie_w2l.models.checkpoint import load_checkpoint

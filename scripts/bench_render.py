@@ -65,7 +65,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         bench = Bench(tmp, args)
-        print(f"machine: {machine()}", flush=True)
+        where = machine()
+        print(f"machine: {where}", flush=True)
         clip = bench.template(clip)
         speech = bench.speech(clip)
         floor, floor_cpu = bench.transcode(clip)
@@ -76,7 +77,7 @@ def main() -> None:
               f"the same through our pipes (decoded in Python, piped to our writer): "
               f"as BGR {piped['bgr24']:.2f} s ({piped['bgr24'] / floor:.2f}x), as I420 "
               f"{piped['yuv420p']:.2f} s ({piped['yuv420p'] / floor:.2f}x)", flush=True)
-        results: list[dict[str, Any]] = [{"name": "machine", "machine": machine()},
+        results: list[dict[str, Any]] = [{"name": "machine", "machine": where},
                                           {"name": "plain transcode", "wall_s": floor,
                                            "cpu_s": floor_cpu}]
         results += [{"name": f"through our pipes ({fmt})", "wall_s": s}
