@@ -135,7 +135,7 @@ def packet_table_args(path: str | Path) -> list[str]:
 
 
 def read_frames_args(path: str | Path, fps: float | None, start_s: float = 0.0,
-                     pix_fmt: PixelFormat = "bgr24") -> list[str]:
+                     pix_fmt: PixelFormat = "bgr24", max_frames: int | None = None) -> list[str]:
     args = ["-v", "error", "-nostdin"]
     if start_s > 0:
         args += ["-ss", f"{start_s:.6f}"]
@@ -145,6 +145,8 @@ def read_frames_args(path: str | Path, fps: float | None, start_s: float = 0.0,
         args += ["-vf", f"fps={fps:g}"]
     else:
         args += ["-fps_mode", "passthrough"]
+    if max_frames is not None:  # the decoder stops there instead of running ahead until killed
+        args += ["-frames:v", str(max_frames)]
     return args + ["-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
 
 
@@ -290,13 +292,15 @@ def _packet_table(path: Path) -> tuple[int, bool, bool]:
 
 
 def read_frames(path: str | Path, fps: float | None = None, start_s: float = 0.0,
-                info: MediaInfo | None = None, pix_fmt: PixelFormat = "bgr24"
-                ) -> Iterator[np.ndarray]:
+                info: MediaInfo | None = None, pix_fmt: PixelFormat = "bgr24",
+                max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Stream the frames of a video as (H, W, 3) uint8 BGR arrays, rotation applied (or,
     with ``pix_fmt`` "yuv420p" and even sizes, (H * 3 / 2, W) I420 arrays: pixels.py).
 
     With ``fps`` the stream is resampled to exactly that constant rate (duplicating or
     dropping frames), which is how variable-rate and 30-fps videos become 25-fps ones.
+    ``max_frames``: at most that many (the decoder stops there: a reader that would stop
+    early otherwise kills it, after it decoded ahead as far as the pipe let it).
     """
     info = info or probe(path, count_frames=False)
     if not info.has_video:
@@ -304,7 +308,8 @@ def read_frames(path: str | Path, fps: float | None = None, start_s: float = 0.0
     shape = frame_shape(info.height, info.width, pix_fmt)
     frame_bytes = int(np.prod(shape))
     with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen([ffmpeg_exe(), *read_frames_args(path, fps, start_s, pix_fmt)],
+        proc = subprocess.Popen([ffmpeg_exe(), *read_frames_args(path, fps, start_s, pix_fmt,
+                                                                max_frames)],
                                 stdout=subprocess.PIPE, stderr=stderr, bufsize=frame_bytes)
         assert proc.stdout is not None
         widen_pipe(proc.stdout, frame_bytes)

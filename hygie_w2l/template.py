@@ -240,12 +240,14 @@ def _decode(path: Path, info: MediaInfo, fps: float, start_s: float, n_max: int,
     statuses: list[int] = []
     seconds = {"decode": 0.0, "track": 0.0}
     n, since, complete = 0, time.perf_counter(), True
-    frames = read_frames(path, fps=fps, start_s=start_s, info=info, pix_fmt=pix_fmt)
+    # one frame more than wanted tells whether the template goes on (complete)
+    frames = read_frames(path, fps=fps, start_s=start_s, info=info, pix_fmt=pix_fmt,
+                         max_frames=n_max + 1)
     # MediaPipe sees swscale's BGR whatever the frames are held as, as prepare's tracker does
     # (on OpenCV's conversion of I420 its landmarks move by up to 2 px): one crop recipe
     pairs = ((f, f) for f in frames) if pix_fmt == "bgr24" else zip(
-        frames, read_frames(path, fps=fps, start_s=start_s, info=info, pix_fmt="bgr24"),
-        strict=False)
+        frames, read_frames(path, fps=fps, start_s=start_s, info=info, pix_fmt="bgr24",
+                            max_frames=n_max + 1), strict=False)
     with raw.open("wb") as store:
         for frame, bgr in pairs:
             if n == n_max:
@@ -297,7 +299,7 @@ def _fill(template: Template, frames: LiveFrames, path: Path, info: MediaInfo, s
     try:
         with frames.path.open("wb") as store:
             for frame in read_frames(path, fps=template.fps, start_s=start_s, info=info,
-                                     pix_fmt=template.pix_fmt):
+                                     pix_fmt=template.pix_fmt, max_frames=len(frames)):
                 if stop.is_set() or n == len(frames):
                     break
                 if frames.revisit:

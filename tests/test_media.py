@@ -139,6 +139,19 @@ def test_reader_resamples_to_the_requested_rate(tmp_path: Path) -> None:
     assert len(list(media.read_frames(out, fps=25))) == 50
 
 
+def test_reader_stops_the_decoder_at_max_frames(tmp_path: Path) -> None:
+    out = tmp_path / "30fps.mp4"
+    with media.VideoWriter(out, 32, 32, 30) as writer:
+        for i in range(60):
+            writer.write(np.full((32, 32, 3), i * 4, np.uint8))
+    whole = list(media.read_frames(out, fps=25))
+    first = list(media.read_frames(out, fps=25, max_frames=7))  # the decoder ends, not killed
+    assert len(first) == 7
+    assert all(np.array_equal(a, b) for a, b in zip(first, whole[:7], strict=True))
+    assert len(list(media.read_frames(out, fps=25, max_frames=80))) == len(whole) == 50
+    assert media.read_frames_args("in.mp4", 25, max_frames=7)[-7:-5] == ["-frames:v", "7"]
+
+
 def test_reader_can_stop_early_without_error(tmp_path: Path) -> None:
     out = tmp_path / "v.mp4"
     with media.VideoWriter(out, 32, 32, 25) as writer:
