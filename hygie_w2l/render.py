@@ -173,18 +173,23 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
     out = check_writable(not_an_input(out, face, audio, checkpoint))
     ckpt, generator = _load(checkpoint, config.engine)
     notes = _arrays_note(checkpoint, ckpt)
-    config = dataclasses.replace(config, hd=library_for(config.hd, config.index, generator,
-                                                        checkpoint))
     with contextlib.ExitStack() as stack:
         stack.enter_context(opencv_threads())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hygie-render-",
                                                                    dir=out.parent)))
-        # the speech is decoded while the template is probed (two ffmpeg processes at once;
-        # the set-up has a core to spare): 0.07 s of a warm render's 0.44
-        speech = stack.enter_context(ThreadPoolExecutor(1, "render-speech")).submit(
-            _speech, audio, config, tmp, timer)
-        job = _open(face, speech, config, tmp, timer, generator.pixel_format)
+        # the speech is decoded and the mouth library opened (FAISS imported) while the
+        # template is probed (the set-up has a core to spare): 0.07 s and 0.05 s of a warm
+        # render's first 0.45 s
+        setup = stack.enter_context(ThreadPoolExecutor(2, "render-setup"))
+        speech = setup.submit(_speech, audio, config, tmp, timer)
+        library = setup.submit(library_for, config.hd, config.index, generator, checkpoint)
+        try:
+            job = _open(face, speech, config, tmp, timer, generator.pixel_format)
+        except BaseException:
+            library.result()  # a bad library first, as when it was opened before the rest
+            raise
         stack.callback(job.template.close)
+        config = dataclasses.replace(config, hd=library.result())
         track = job.template.track
         context = StageContext(ckpt, Path(checkpoint), plan_crops(track,
                                                                   generator.crop_config()),

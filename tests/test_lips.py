@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hygie_w2l import media
+from hygie_w2l import hd, media
 from hygie_w2l.audio import ArrayMel, StreamedMel, melspectrogram
 from hygie_w2l.compose import jaw_indices
 from hygie_w2l.dataset import PreparedDataset
@@ -158,9 +158,13 @@ def test_streamed_predictions_equal_one_pass(fitted, long_clip, tmp_path: Path) 
     old, lip_shapes.STREAM_CHUNK_FRAMES = lip_shapes.STREAM_CHUNK_FRAMES, 37
     try:
         streamed = np.concatenate([c for _, c in stream_codes(shapes, StreamedMel(speech), n)])
+        # as a render asks for them, frame by frame, the first chunk computed by a thread
+        codes = hd._Codes(shapes, StreamedMel(speech), n)
+        by_frame = np.stack([codes[k] for k in range(n)])
     finally:
         lip_shapes.STREAM_CHUNK_FRAMES = old
     np.testing.assert_allclose(streamed, whole, atol=1e-4)
+    np.testing.assert_array_equal(by_frame, streamed)
 
 
 def test_a_lips_render_lasts_the_audio_and_touches_only_the_lower_face(
