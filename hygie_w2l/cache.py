@@ -9,7 +9,9 @@ tracker settings, format version), written atomically. A later render of the sam
 reads them instead of tracking again; a changed file (same name, new content) or changed
 settings get a new key, and the render says it re-tracked and why. Per-frame features a
 render derives from the template's pixels (the lips path's skin colour under the mouth) are
-kept beside them under the same key (``KEY.NAME.npy``), NaN rows where not computed yet.
+kept beside them under the same key (``KEY.NAME.npy``), NaN rows where not computed yet; so
+are what a render derives from the detections alone, for as many frames as it shows: the
+track (gaps filled, boxes smoothed, head pose) and the crop matrices (``KEY.NAME.npz``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +116,27 @@ class TemplateCache:
     def _features_file(self, name: str) -> Path:
         return self.folder / f"{self.key}.{name}.npy"
 
+    def derived(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays ``name`` computed from these detections (a render's track and crop
+        matrices, for as many frames as it showed), when kept."""
+        try:
+            with np.load(self._derived_file(name), allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return None
+
+    def save_derived(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self._derived_file(name)) as tmp:
+            np.savez(tmp, **arrays)
+
+    def _derived_file(self, name: str) -> Path:
+        return self.folder / f"{self.key}.{name}.npz"
+
     def save(self, detections: Detections) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        for derived in self.folder.glob(f"{self.key}.*.npz"):  # made from the ones replaced
+            derived.unlink(missing_ok=True)
         with atomic_path(self.file) as tmp:
             np.savez(tmp, points=detections.points, status=detections.status,
                      multi=np.int64(detections.multi_face_frames),

@@ -21,8 +21,12 @@ is in geometry.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -68,6 +72,19 @@ class CropPlan:
 
     def __len__(self) -> int:
         return len(self.face)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The plan as named arrays (kept in the template cache), its config aside."""
+        return {"face": self.face, "mouth": self.mouth, "hd": self.hd, "lips": self.lips,
+                "sizes": np.array([*self.hd_hw, self.mouth_width_px], np.float64)}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray], config: CropConfig) -> CropPlan:
+        """:meth:`to_arrays` read back (KeyError, ValueError: not a plan's)."""
+        h, w, width = (float(v) for v in a["sizes"])
+        if not (len(a["face"]) == len(a["mouth"]) == len(a["hd"]) == len(a["lips"])):
+            raise ValueError("a crop plan's arrays disagree on its length")
+        return cls(a["face"], a["mouth"], a["hd"], a["lips"], (int(h), int(w)), width, config)
 
     def matrices(self, kind: CropKind) -> np.ndarray:
         return {"face": self.face, "mouth": self.mouth, "hd": self.hd, "lips": self.lips}[kind]
@@ -137,6 +154,35 @@ def anchored_lips(landmarks: np.ndarray, valid: np.ndarray, alpha: float,
     out = np.full((len(landmarks), 2, 3), np.nan)
     out[idx] = corner_affines(corners[idx, :2], corners[idx, 2:], patch_hw)
     return out
+
+
+def cached_plan(track: Track, config: CropConfig, store: DerivedStore | None) -> CropPlan:
+    """:func:`plan_crops`, read back from ``store`` (a template's cache) when the last render
+    of as many frames of it (the same track: cache.py) made it with the same config, and kept
+    there otherwise (one plan per config: the last one made)."""
+    blob = json.dumps(dataclasses.asdict(config), sort_keys=True).encode()
+    name = f"crops{PLAN_CACHE_VERSION}-{hashlib.sha256(blob).hexdigest()[:12]}"
+    kept = store.derived(name) if store is not None else None
+    if kept is not None:
+        with contextlib.suppress(KeyError, ValueError):
+            plan = CropPlan.from_arrays(kept, config)
+            if len(plan) == len(track.status):
+                return plan
+    plan = plan_crops(track, config)
+    if store is not None:
+        store.save_derived(name, plan.to_arrays())
+    return plan
+
+
+PLAN_CACHE_VERSION = 1  # bump when plan_crops changes what it computes
+
+
+class DerivedStore(Protocol):
+    """Where results derived from a template's tracking are kept (cache.TemplateCache)."""
+
+    def derived(self, name: str) -> dict[str, np.ndarray] | None: ...
+
+    def save_derived(self, name: str, arrays: dict[str, np.ndarray]) -> None: ...
 
 
 def plan_crops(track: Track, config: CropConfig = CropConfig()) -> CropPlan:

@@ -203,6 +203,29 @@ class Track:
     def confidence(self) -> np.ndarray:
         return np.array([CONFIDENCE[int(s)] for s in self.status], np.float32)
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The track as named arrays (kept in the template cache: cache.TemplateCache)."""
+        calibration = (np.full((2, 3), np.nan) if self.calibration is None
+                       else np.array([self.calibration.face, self.calibration.mouth]))
+        return {"landmarks": self.landmarks, "status": self.status,
+                "raw_boxes": self.raw_boxes, "boxes": self.boxes, "pose_deg": self.pose_deg,
+                "calibration": calibration,
+                "counts": np.array([self.multi_face_frames, self.face_index]),
+                "fps": np.array(self.fps)}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> Track:
+        """:meth:`to_arrays` read back (KeyError, ValueError: not a track's)."""
+        face, mouth = (tuple(float(v) for v in row) for row in a["calibration"])
+        calibration = None if np.isnan(a["calibration"]).any() else BoxCalibration(
+            face, mouth)  # type: ignore[arg-type]
+        multi, face_index = (int(v) for v in a["counts"])
+        n = len(a["status"])
+        if not (len(a["landmarks"]) == len(a["boxes"]) == len(a["pose_deg"]) == n):
+            raise ValueError("a track's arrays disagree on its length")
+        return cls(a["landmarks"], a["status"], a["raw_boxes"], a["boxes"], a["pose_deg"],
+                   multi, float(a["fps"]), calibration, face_index)
+
     @property
     def valid(self) -> np.ndarray:
         return self.status != STATUS_MISSING

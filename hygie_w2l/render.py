@@ -37,7 +37,7 @@ from hygie_w2l.chain import (
     reader_batch,
     run_chain,
 )
-from hygie_w2l.crops import plan_crops
+from hygie_w2l.crops import cached_plan
 from hygie_w2l.doctor import cpu_seconds, peak_memory_mb
 from hygie_w2l.face_tracker import NoFaceError, TrackerConfig
 from hygie_w2l.generators import Generator, generator_for
@@ -191,8 +191,8 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
         stack.callback(job.template.close)
         config = dataclasses.replace(config, hd=library.result())
         track = job.template.track
-        context = StageContext(ckpt, Path(checkpoint), plan_crops(track,
-                                                                  generator.crop_config()),
+        plan = cached_plan(track, generator.crop_config(), job.template.cache)
+        context = StageContext(ckpt, Path(checkpoint), plan,
                                StreamedMel(job.speech), job.n_frames, config.blend,
                                config.engine, config.hd, track.pose_deg, timer, config.fps,
                                job.template.cache, keep_source=config.preview)

@@ -12,6 +12,7 @@ reading a frame waits until it is there.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -212,10 +213,33 @@ def load_template(path: str | Path, fps: float, start_s: float = 0.0,
         if cache is not None:
             template.cache_note = f"template tracked ({cache.why_not()}) and cached"
             cache.save(detections)
-    template.track = tracks_from_points(list(detections.points), list(detections.status), fps,
-                                        config, detections.multi_face_frames)
+    template.track = _track(detections, fps, config, cache)
     template.cache = cache
     return template
+
+
+TRACK_CACHE_VERSION = 1  # bump when tracks_from_points changes what it computes
+
+
+def _track(detections: Detections, fps: float, config: TrackerConfig,
+           cache: TemplateCache | None) -> Track:
+    """The track of ``detections`` (gaps filled, boxes smoothed, head pose: they depend on
+    how many frames are shown), read back from the cache when the last render made it of as
+    many frames (30-50 ms of a warm render's set-up at 200 frames), kept there otherwise (one
+    track per template: the last one made; a template shorter than the speech is shown whole
+    every time)."""
+    name = f"track{TRACK_CACHE_VERSION}"
+    kept = cache.derived(name) if cache is not None else None
+    if kept is not None:
+        with contextlib.suppress(KeyError, ValueError):
+            track = Track.from_arrays(kept)
+            if len(track.status) == len(detections):
+                return track
+    track = tracks_from_points(list(detections.points), list(detections.status), fps, config,
+                               detections.multi_face_frames)
+    if cache is not None:
+        cache.save_derived(name, track.to_arrays())
+    return track
 
 
 def _load_image(path: Path, fps: float, config: TrackerConfig) -> Template:

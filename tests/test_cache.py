@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hygie_w2l import crops, template
 from hygie_w2l.cache import list_cache
 from hygie_w2l.render import RenderConfig, render
 from hygie_w2l.template import load_template
@@ -97,6 +98,50 @@ def test_cached_tracking_equals_fresh_tracking(synth_clip) -> None:
     finally:
         again.close()
         fresh.close()
+
+
+def test_the_track_and_crop_matrices_are_kept_and_read_back(
+        synth_clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a render derives from the detections alone (the track, the crop matrices) is
+    kept for the frames it showed: the next render of as many frames reads it back, equal
+    to a fresh one; another frame count, a damaged file or a new tracking make it again."""
+    monkeypatch.setenv("HYGIE_CACHE", str(tmp_path / "cache"))
+    clip, _ = synth_clip
+    load_template(clip, 25, max_frames=60).close()  # tracked, and its track kept
+    made: list[str] = []
+    track_of, plan_of = template.tracks_from_points, crops.plan_crops
+    monkeypatch.setattr(template, "tracks_from_points",
+                        lambda *a: made.append("track") or track_of(*a))
+    monkeypatch.setattr(crops, "plan_crops", lambda *a: made.append("plan") or plan_of(*a))
+    kept = load_template(clip, 25, max_frames=60)
+    kept.close()
+    assert made == [] and "read from the cache" in kept.cache_note
+    fresh = load_template(clip, 25, max_frames=60, use_cache=False)
+    fresh.close()
+    made.clear()
+    for name, values in fresh.track.to_arrays().items():
+        np.testing.assert_array_equal(kept.track.to_arrays()[name], values)
+    assert kept.track.calibration == fresh.track.calibration is not None
+
+    config = crops.CropConfig()
+    first = crops.cached_plan(kept.track, config, kept.cache)
+    again = crops.cached_plan(kept.track, config, kept.cache)
+    assert made == ["plan"]  # the second is read back
+    other = crops.cached_plan(kept.track, crops.CropConfig(mouth_ema=0.3), kept.cache)
+    assert made == ["plan", "plan"] and not np.array_equal(other.mouth, first.mouth,
+                                                           equal_nan=True)
+    for kind in ("face", "mouth", "hd", "lips"):
+        np.testing.assert_array_equal(again.matrices(kind), first.matrices(kind))
+    assert (again.hd_hw, again.mouth_width_px) == (first.hd_hw, first.mouth_width_px)
+
+    load_template(clip, 25, max_frames=40).close()  # another frame count: made again
+    assert made[-1] == "track"
+    for kept_file in (tmp_path / "cache" / "templates").glob("*.track*.npz"):
+        kept_file.write_bytes(b"not an npz")
+    load_template(clip, 25, max_frames=40).close()
+    assert made.count("track") == 2
+    load_template(clip, 25, max_frames=500).close()  # more frames: tracked again
+    assert not list((tmp_path / "cache" / "templates").glob("*.crops*.npz"))
 
 
 def test_cache_list_and_clear(synth_clip, private_cache: Path) -> None:
