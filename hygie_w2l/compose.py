@@ -9,6 +9,7 @@ an opening mouth drops the chin instead of being a sticker on a still face."""
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import cv2
@@ -212,11 +213,12 @@ def _roi(points: np.ndarray, hw: tuple[int, ...], margin: float = 0.0
 
 # ------------------------------------------------------------------- the jaw ----
 
-def jaw_indices(n_points: int) -> list[int]:
+@functools.cache
+def jaw_indices(n_points: int) -> np.ndarray:
     """The face outline's landmarks (MediaPipe's FACEMESH_FACE_OVAL; iBUG: the jaw 0..16)."""
     if n_points == 68:
-        return list(range(17))
-    return sorted({i for edge in mesh_connections().FACEMESH_FACE_OVAL for i in edge})
+        return np.arange(17)
+    return np.array(sorted({i for edge in mesh_connections().FACEMESH_FACE_OVAL for i in edge}))
 
 
 def move_jaw(landmarks: Landmarks, lips: np.ndarray, target: np.ndarray
