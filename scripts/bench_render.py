@@ -6,7 +6,11 @@ audio), this times
   * a plain transcode: ffmpeg decodes the clip's frames at 25 fps and x264 encodes them
     (same length, CRF and preset as a render; no audio), the best of three;
   * each generator/engine render, with a cold template cache (tracked) and then a warm
-    one (tracking read back), each in its own process so peak memory is its own:
+    one (tracking read back), each in its own process so peak memory is its own; the warm
+    render --pairs times (default 3), each right after a plain transcode of its own, its
+    ratio to that one (this machine's speed drifts by up to 40 % within an hour: a ratio
+    to a transcode timed minutes earlier measured the drift as much as the render), the
+    median pair and the range printed:
     the lips path (a lips run and its library: given, or built from the clip in seconds),
     the FiLM U-Net (torch, ONNX) and Wav2Lip (torch, ONNX, ONNX INT8), the last two with
     random weights (speed does not depend on the values). The ONNX export (and the INT8
@@ -27,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +59,8 @@ def main() -> None:
     p.add_argument("--lips-run", type=Path, help="a lips run of the clip's person")
     p.add_argument("--index", type=Path, help="the library of that person")
     p.add_argument("--preset", default=DEFAULT_PRESET)
+    p.add_argument("--pairs", type=int, default=3,
+                   help="warm renders, each paired with a plain transcode timed just before")
     p.add_argument("--sequential", action="store_true", help="renders with --sequential")
     p.add_argument("--extra", default="", help="more render flags, space-separated")
     args = p.parse_args()
@@ -131,11 +138,11 @@ class Bench:
                    "cut the audio")
         return out
 
-    def transcode(self, clip: Path) -> tuple[float, float]:
-        """The best of three plain transcodes of the frames a render shows, and the CPU
+    def transcode(self, clip: Path, runs: int = 3) -> tuple[float, float]:
+        """The best of ``runs`` plain transcodes of the frames a render shows, and the CPU
         seconds one of them used."""
         times, cpu = [], cpu_seconds()[1]
-        for _ in range(3):
+        for _ in range(runs):
             started = time.perf_counter()
             subprocess.run([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(clip),
                             "-frames:v", str(self.n_frames), "-vf", "fps=25", "-an",
@@ -143,7 +150,7 @@ class Bench:
                             "-crf", str(DEFAULT_CRF), "-pix_fmt", "yuv420p", "-y",
                             str(self.tmp / "plain.mp4")], check=True)
             times.append(time.perf_counter() - started)
-        return min(times), (cpu_seconds()[1] - cpu) / 3
+        return min(times), (cpu_seconds()[1] - cpu) / runs
 
     def piped(self, clip: Path, pix_fmt: PixelFormat) -> float:
         """The floor of anything that edits frames in Python: our reader to our writer, the
@@ -217,7 +224,10 @@ class Bench:
         subprocess.run([*CLI, "cache", "clear", "--kind", "templates"], check=True,
                        capture_output=True, env=self.env)
         rows = []
-        for cache in ("cold", "warm"):
+        # cold: against the run's floor; warm: each against a transcode timed just before
+        for cache, transcode in [("cold", floor)] + [("warm", 0.0)] * self.args.pairs:
+            if not transcode:
+                transcode = self.transcode(clip, runs=1)[0]
             stats = self.tmp / f"{name.replace('/', '-')}-{cache}.json"
             run, process_s = self.render(clip, speech, ckpt, flags, stats)
             if run.returncode != 0:
@@ -226,14 +236,26 @@ class Bench:
             s = json.loads(stats.read_text())
             busy = ", ".join(f"{k} {v:.0%}" for k, v in s["busy_share"].items())
             print(f"{name:18s} {cache} cache: render {s['total_s']:5.2f} s "
-                  f"({s['total_s'] / floor:4.2f}x transcode, {s['frames_per_s']:5.1f} frames/s),"
-                  f" process {process_s:5.2f} s ({process_s / floor:4.2f}x), peak "
-                  f"{s['peak_memory_mb']:.0f} MB; CPU {s['cpu_s']['own']:.2f} s own + "
-                  f"{s['cpu_s']['ffmpeg']:.2f} s ffmpeg; busy: {busy}", flush=True)
+                  f"({s['total_s'] / transcode:4.2f}x transcode of {transcode:.2f} s, "
+                  f"{s['frames_per_s']:5.1f} frames/s), process {process_s:5.2f} s "
+                  f"({process_s / transcode:4.2f}x), peak {s['peak_memory_mb']:.0f} MB; CPU "
+                  f"{s['cpu_s']['own']:.2f} s own + {s['cpu_s']['ffmpeg']:.2f} s ffmpeg; busy: "
+                  f"{busy}", flush=True)
             rows.append({"name": name, "cache": cache, "process_s": process_s,
-                         "ratio": s["total_s"] / floor, "process_ratio": process_s / floor,
-                         **s})
+                         "transcode_s": transcode, "ratio": s["total_s"] / transcode,
+                         "process_ratio": process_s / transcode, **s})
+        warm = [r for r in rows if r["cache"] == "warm"]
+        if len(warm) > 1:
+            print(f"{name:18s} warm, {len(warm)} pairs: {_spread(warm, 'ratio')}x transcode, "
+                  f"{_spread(warm, 'frames_per_s', '.1f')} frames/s, process "
+                  f"{_spread(warm, 'process_ratio')}x", flush=True)
         return rows
+
+
+def _spread(rows: list[dict[str, Any]], key: str, fmt: str = ".2f") -> str:
+    """The median of ``key`` over ``rows`` and its range: "1.62 (1.55-1.80)"."""
+    values = sorted(r[key] for r in rows)
+    return (f"{statistics.median(values):{fmt}} ({values[0]:{fmt}}-{values[-1]:{fmt}})")
 
 
 if __name__ == "__main__":
