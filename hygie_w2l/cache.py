@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from hygie_w2l import __version__
 from hygie_w2l.atomic import atomic_path
+from hygie_w2l.errors import OutputError
 
 TEMPLATE_CACHE_VERSION = 1
 KINDS = ("onnx", "templates")
@@ -116,19 +116,29 @@ class TemplateCache:
     def _features_file(self, name: str) -> Path:
         return self.folder / f"{self.key}.{name}.npy"
 
-    def derived(self, name: str) -> dict[str, np.ndarray] | None:
+    def derived(self, name: str, source: str) -> dict[str, np.ndarray] | None:
         """The arrays ``name`` computed from these detections (a render's track and crop
-        matrices, for as many frames as it showed), when kept."""
+        matrices, for as many frames as it showed), when kept and made from ``source`` (a
+        digest of what they were computed from: :func:`digest`)."""
         try:
             with np.load(self._derived_file(name), allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+                arrays = {k: data[k] for k in data.files}
+            if str(arrays.pop("source")) != source:
+                return None
+        except Exception:  # anything damaged or foreign: made again, and replaced
             return None
+        return arrays
 
-    def save_derived(self, name: str, arrays: dict[str, np.ndarray]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self._derived_file(name)) as tmp:
-            np.savez(tmp, **arrays)
+    def save_derived(self, name: str, source: str, arrays: dict[str, np.ndarray]) -> None:
+        """Keep ``arrays`` as ``name``, made from ``source``; best effort: a cache that
+        cannot be written costs the next render the time to make them again, not its
+        output."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self._derived_file(name)) as tmp:
+                np.savez(tmp, source=np.array(source), **arrays)
+        except (OSError, OutputError):
+            pass
 
     def _derived_file(self, name: str) -> Path:
         return self.folder / f"{self.key}.{name}.npz"
@@ -146,6 +156,20 @@ class TemplateCache:
                                  "key": self.key, "time": time.time()}
         with atomic_path(self.folder / "paths.json") as tmp:
             tmp.write_text(json.dumps(paths, indent=1, default=str))
+
+
+def digest(*parts: np.ndarray | str) -> str:
+    """A short SHA-256 of arrays (their bytes, dtypes and shapes) and strings: what a
+    derived result was made from."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, str):
+            h.update(p.encode())
+        else:
+            a = np.ascontiguousarray(p)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.data)
+    return h.hexdigest()[:24]
 
 
 def _paths(folder: Path) -> dict[str, Any]:

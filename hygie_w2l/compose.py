@@ -216,9 +216,10 @@ def _roi(points: np.ndarray, hw: tuple[int, ...], margin: float = 0.0
 @functools.cache
 def jaw_indices(n_points: int) -> np.ndarray:
     """The face outline's landmarks (MediaPipe's FACEMESH_FACE_OVAL; iBUG: the jaw 0..16)."""
-    if n_points == 68:
-        return np.arange(17)
-    return np.array(sorted({i for edge in mesh_connections().FACEMESH_FACE_OVAL for i in edge}))
+    ids = np.arange(17) if n_points == 68 else np.array(
+        sorted({i for edge in mesh_connections().FACEMESH_FACE_OVAL for i in edge}))
+    ids.flags.writeable = False  # shared by every caller
+    return ids
 
 
 def move_jaw(landmarks: Landmarks, lips: np.ndarray, target: np.ndarray

@@ -30,6 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
+from hygie_w2l.cache import digest
 from hygie_w2l.face_tracker import Track
 from hygie_w2l.geometry import (
     FACE_CROP_PX,
@@ -160,17 +161,16 @@ def cached_plan(track: Track, config: CropConfig, store: DerivedStore | None) ->
     """:func:`plan_crops`, read back from ``store`` (a template's cache) when the last render
     of as many frames of it (the same track: cache.py) made it with the same config, and kept
     there otherwise (one plan per config: the last one made)."""
-    blob = json.dumps(dataclasses.asdict(config), sort_keys=True).encode()
-    name = f"crops{PLAN_CACHE_VERSION}-{hashlib.sha256(blob).hexdigest()[:12]}"
-    kept = store.derived(name) if store is not None else None
+    settings = json.dumps(dataclasses.asdict(config), sort_keys=True)
+    name = f"crops{PLAN_CACHE_VERSION}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+    source = digest(*track.to_arrays().values(), settings, name)  # the track it was made of
+    kept = store.derived(name, source) if store is not None else None
     if kept is not None:
-        with contextlib.suppress(KeyError, ValueError):
-            plan = CropPlan.from_arrays(kept, config)
-            if len(plan) == len(track.status):
-                return plan
+        with contextlib.suppress(KeyError, ValueError, TypeError, IndexError):
+            return CropPlan.from_arrays(kept, config)
     plan = plan_crops(track, config)
     if store is not None:
-        store.save_derived(name, plan.to_arrays())
+        store.save_derived(name, source, plan.to_arrays())
     return plan
 
 
@@ -180,9 +180,9 @@ PLAN_CACHE_VERSION = 1  # bump when plan_crops changes what it computes
 class DerivedStore(Protocol):
     """Where results derived from a template's tracking are kept (cache.TemplateCache)."""
 
-    def derived(self, name: str) -> dict[str, np.ndarray] | None: ...
+    def derived(self, name: str, source: str) -> dict[str, np.ndarray] | None: ...
 
-    def save_derived(self, name: str, arrays: dict[str, np.ndarray]) -> None: ...
+    def save_derived(self, name: str, source: str, arrays: dict[str, np.ndarray]) -> None: ...
 
 
 def plan_crops(track: Track, config: CropConfig = CropConfig()) -> CropPlan:

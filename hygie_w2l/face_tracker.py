@@ -211,7 +211,7 @@ class Track:
                 "raw_boxes": self.raw_boxes, "boxes": self.boxes, "pose_deg": self.pose_deg,
                 "calibration": calibration,
                 "counts": np.array([self.multi_face_frames, self.face_index]),
-                "fps": np.array(self.fps)}
+                "fps": np.array(float(self.fps))}
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> Track:

@@ -181,13 +181,9 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
         # template is probed (the set-up has a core to spare): 0.07 s and 0.05 s of a warm
         # render's first 0.45 s
         setup = stack.enter_context(ThreadPoolExecutor(2, "render-setup"))
-        speech = setup.submit(_speech, audio, config, tmp, timer)
         library = setup.submit(library_for, config.hd, config.index, generator, checkpoint)
-        try:
-            job = _open(face, speech, config, tmp, timer, generator.pixel_format)
-        except BaseException:
-            library.result()  # a bad library first, as when it was opened before the rest
-            raise
+        speech = setup.submit(_speech, audio, config, tmp, timer)
+        job = _open(face, (library, speech), config, tmp, timer, generator.pixel_format)
         stack.callback(job.template.close)
         config = dataclasses.replace(config, hd=library.result())
         track = job.template.track
@@ -258,17 +254,22 @@ def _speech(audio: str | Path, config: RenderConfig, tmp: Path, timer: Timer
         return speech, n_frames, silence_gate(speech, n_frames, config.fps, config.silence_db)
 
 
-def _open(face: str | Path, speech: Future[tuple[AudioFile, int, np.ndarray]],
+def _open(face: str | Path,
+          inputs: tuple[Future[HDConfig | None], Future[tuple[AudioFile, int, np.ndarray]]],
           config: RenderConfig, tmp: Path, timer: Timer, pix_fmt: PixelFormat) -> _Job:
-    """The ``speech`` (:func:`_speech`, being decoded) and the template: probed meanwhile,
-    then decoded and tracked (as many frames as will be shown, held as ``pix_fmt`` where it
-    can be). A bad speech file is reported before a bad template, as when one followed the
-    other."""
+    """The mouth library and the ``speech`` (``inputs``: being opened, being decoded:
+    :func:`_speech`) and the template: probed meanwhile, then decoded and tracked (as many
+    frames as will be shown, held as ``pix_fmt`` where it can be). A bad library is reported
+    first, then a bad speech file, then a bad template, as when each followed the other, and
+    before the template is tracked."""
+    library, speech = inputs
     try:
         info = template_info(face)
     except Exception:
-        speech.result()  # its own error, if any, first
+        library.result()  # their own errors, if any, first
+        speech.result()
         raise
+    library.result()
     audio, n_frames, voiced = speech.result()
     template = load_template(face, config.fps, config.start_s, config.tracker,
                              max_frames=n_frames, use_cache=config.template_cache,

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from hygie_w2l.cache import Detections, TemplateCache
+from hygie_w2l.cache import Detections, TemplateCache, digest
 from hygie_w2l.errors import InputFileError
 from hygie_w2l.face_tracker import FaceTracker, Track, TrackerConfig, tracks_from_points
 from hygie_w2l.media import MediaInfo, probe, read_frames
@@ -229,16 +229,16 @@ def _track(detections: Detections, fps: float, config: TrackerConfig,
     track per template: the last one made; a template shorter than the speech is shown whole
     every time)."""
     name = f"track{TRACK_CACHE_VERSION}"
-    kept = cache.derived(name) if cache is not None else None
+    source = digest(detections.points, detections.status, str(detections.multi_face_frames),
+                    name)
+    kept = cache.derived(name, source) if cache is not None else None
     if kept is not None:
-        with contextlib.suppress(KeyError, ValueError):
-            track = Track.from_arrays(kept)
-            if len(track.status) == len(detections):
-                return track
+        with contextlib.suppress(KeyError, ValueError, TypeError, IndexError):
+            return Track.from_arrays(kept)
     track = tracks_from_points(list(detections.points), list(detections.status), fps, config,
                                detections.multi_face_frames)
     if cache is not None:
-        cache.save_derived(name, track.to_arrays())
+        cache.save_derived(name, source, track.to_arrays())
     return track
 
 

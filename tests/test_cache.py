@@ -4,6 +4,7 @@ the render says why; `hygie-w2l cache list|clear`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -36,7 +37,11 @@ def test_a_second_render_reads_the_tracking_and_a_changed_file_is_tracked_again(
     face = tmp_path / "face.mp4"
     face.write_bytes(clip.read_bytes())
     first = _render(face, clip, random_film_ckpt, tmp_path / "a.mp4")
+    planned = []  # the crop matrices too are read back
+    plan_of = crops.plan_crops
+    monkeypatch.setattr(crops, "plan_crops", lambda *a: planned.append(1) or plan_of(*a))
     second = _render(face, clip, random_film_ckpt, tmp_path / "b.mp4")
+    assert planned == []
     assert "tracked (not tracked before) and cached" in " ".join(first["notes"])
     assert "read from the cache" in " ".join(second["notes"])
     # what tracking cost the first time, the second render does not pay
@@ -132,7 +137,19 @@ def test_the_track_and_crop_matrices_are_kept_and_read_back(
                                                            equal_nan=True)
     for kind in ("face", "mouth", "hd", "lips"):
         np.testing.assert_array_equal(again.matrices(kind), first.matrices(kind))
+        assert again.matrices(kind).dtype == first.matrices(kind).dtype
     assert (again.hd_hw, again.mouth_width_px) == (first.hd_hw, first.mouth_width_px)
+    # another track of as many frames: its own plan, never the one kept of the first
+    moved = dataclasses.replace(kept.track, landmarks=kept.track.landmarks + 1)
+    assert not np.array_equal(crops.cached_plan(moved, config, kept.cache).lips, first.lips,
+                              equal_nan=True)
+    crops.cached_plan(kept.track, config, kept.cache)
+    assert made.count("plan") == 4
+    for kept_file in (tmp_path / "cache" / "templates").glob("*.crops*.npz"):
+        kept_file.write_bytes(b"not an npz")
+    crops.cached_plan(kept.track, config, kept.cache)  # damaged: made again
+    crops.cached_plan(kept.track, config, kept.cache)
+    assert made.count("plan") == 5
 
     load_template(clip, 25, max_frames=40).close()  # another frame count: made again
     assert made[-1] == "track"
