@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hygie_w2l import render as render_module
-from hygie_w2l.crops import CropConfig, CropPlan, plan_crops
+from hygie_w2l.crops import CropConfig, CropPlan, cached_plan, plan_crops
 from hygie_w2l.dataset import PreparedDataset
 from hygie_w2l.render import RenderConfig, render
 from hygie_w2l.template import load_template
@@ -23,11 +23,11 @@ def test_render_computes_the_matrices_prepare_stored(synth_dataset: Path, random
     seen: list[CropPlan] = []
 
     def recorded(*args: object, **kwargs: object) -> CropPlan:
-        plan = plan_crops(*args, **kwargs)  # type: ignore[arg-type]
+        plan = cached_plan(*args, **kwargs)  # type: ignore[arg-type]
         seen.append(plan)
         return plan
 
-    monkeypatch.setattr(render_module, "plan_crops", recorded)
+    monkeypatch.setattr(render_module, "cached_plan", recorded)  # made, or read back
     video = Path(data.meta["source"])
     render(video, video, random_film_ckpt, tmp_path / "o.mp4",
            RenderConfig(blend="feather", engine=EngineConfig(device="cpu")))
