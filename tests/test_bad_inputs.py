@@ -390,10 +390,13 @@ def test_sigterm_stops_a_render_and_removes_its_temporary_files(world: Path,
     proc = subprocess.Popen([sys.executable, "-m", "hygie_w2l.cli", *_render(
         out=str(out_dir / "o.mp4"), audio=str(hour))], cwd=world, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
+    def writing() -> bool:  # the encoder's output under its temporary name, growing
+        return any(p.stat().st_size > 0 for p in out_dir.glob(".o.*.tmp.mp4"))
+
     deadline = time.monotonic() + 120
-    while not list(out_dir.glob("hygie-render-*/video.mp4")) and time.monotonic() < deadline:
+    while not writing() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert list(out_dir.glob("hygie-render-*")), "the render never started writing"
+    assert writing() and list(out_dir.glob("hygie-render-*")), "the render never started writing"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
