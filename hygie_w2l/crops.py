@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Protocol
@@ -162,8 +161,8 @@ def cached_plan(track: Track, config: CropConfig, store: DerivedStore | None) ->
     of as many frames of it (the same track: cache.py) made it with the same config, and kept
     there otherwise (one plan per config: the last one made)."""
     settings = json.dumps(dataclasses.asdict(config), sort_keys=True)
-    name = f"crops{PLAN_CACHE_VERSION}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
-    source = digest(*track.to_arrays().values(), settings, name)  # the track it was made of
+    name = f"crops{PLAN_CACHE_VERSION}-{digest(settings)[:12]}"
+    source = digest(*track.to_arrays().values(), name)  # the track it was made of
     kept = store.derived(name, source) if store is not None else None
     if kept is not None:
         with contextlib.suppress(KeyError, ValueError, TypeError, IndexError):

@@ -183,7 +183,7 @@ def render(face: str | Path, audio: str | Path, checkpoint: str | Path, out: str
         setup = stack.enter_context(ThreadPoolExecutor(2, "render-setup"))
         library = setup.submit(library_for, config.hd, config.index, generator, checkpoint)
         speech = setup.submit(_speech, audio, config, tmp, timer)
-        job = _open(face, (library, speech), config, tmp, timer, generator.pixel_format)
+        job = _open(face, library, speech, config, tmp, timer, generator.pixel_format)
         stack.callback(job.template.close)
         config = dataclasses.replace(config, hd=library.result())
         track = job.template.track
@@ -254,15 +254,14 @@ def _speech(audio: str | Path, config: RenderConfig, tmp: Path, timer: Timer
         return speech, n_frames, silence_gate(speech, n_frames, config.fps, config.silence_db)
 
 
-def _open(face: str | Path,
-          inputs: tuple[Future[HDConfig | None], Future[tuple[AudioFile, int, np.ndarray]]],
-          config: RenderConfig, tmp: Path, timer: Timer, pix_fmt: PixelFormat) -> _Job:
-    """The mouth library and the ``speech`` (``inputs``: being opened, being decoded:
-    :func:`_speech`) and the template: probed meanwhile, then decoded and tracked (as many
-    frames as will be shown, held as ``pix_fmt`` where it can be). A bad library is reported
-    first, then a bad speech file, then a bad template, as when each followed the other, and
-    before the template is tracked."""
-    library, speech = inputs
+def _open(face: str | Path, library: Future[HDConfig | None],
+          speech: Future[tuple[AudioFile, int, np.ndarray]], config: RenderConfig, tmp: Path,
+          timer: Timer, pix_fmt: PixelFormat) -> _Job:
+    """The mouth ``library`` (being opened) and the ``speech`` (being decoded: :func:`_speech`)
+    and the template: probed meanwhile, then decoded and tracked (as many frames as will be
+    shown, held as ``pix_fmt`` where it can be). A bad library is reported first, then a bad
+    speech file, then a bad template, as when each followed the other, and before the
+    template is tracked."""
     try:
         info = template_info(face)
     except Exception:

@@ -324,7 +324,7 @@ def _fill(template: Template, frames: LiveFrames, path: Path, info: MediaInfo, s
         with frames.path.open("wb") as store:
             for frame in read_frames(path, fps=template.fps, start_s=start_s, info=info,
                                      pix_fmt=template.pix_fmt, max_frames=len(frames)):
-                if stop.is_set() or n == len(frames):
+                if stop.is_set():
                     break
                 if frames.revisit:
                     store.write(frame.tobytes())

@@ -224,10 +224,9 @@ class Bench:
         subprocess.run([*CLI, "cache", "clear", "--kind", "templates"], check=True,
                        capture_output=True, env=self.env)
         rows = []
-        # cold: against the run's floor; warm: each against a transcode timed just before
-        for cache, transcode in [("cold", floor)] + [("warm", 0.0)] * self.args.pairs:
-            if not transcode:
-                transcode = self.transcode(clip, runs=1)[0]
+        for cache in ["cold"] + ["warm"] * self.args.pairs:
+            # cold: against the run's floor; warm: each against a transcode timed just before
+            transcode = floor if cache == "cold" else self.transcode(clip, runs=1)[0]
             stats = self.tmp / f"{name.replace('/', '-')}-{cache}.json"
             run, process_s = self.render(clip, speech, ckpt, flags, stats)
             if run.returncode != 0:
