@@ -141,6 +141,28 @@ def test_edited_frames_let_their_source_go_unless_it_is_kept() -> None:
         assert kept == ([True, True, True] if keep else [False, True, False])
 
 
+def test_edit_workers_each_take_a_share_and_every_frame_comes_back_in_order() -> None:
+    # one task per worker (frames k, k + workers, ...), not one task per frame
+    tasks: list[list[int]] = []
+
+    class Recorded(EditStage):
+        @staticmethod
+        def _edit(frames: list[Frame]) -> list[np.ndarray]:
+            tasks.append([f.k for f in frames])
+            return EditStage._edit(frames)
+
+    for workers, n in ((2, 8), (2, 7), (3, 5), (2, 1), (4, 2)):
+        tasks.clear()
+        stage = Recorded(Timer(), "compose", workers=workers)
+        out = stage.push([Frame(i, i, i, np.full((2, 2), i, np.uint8), True,
+                                edit=None if i == 3 else (lambda im: im + 100))
+                          for i in range(n)])
+        stage.close()
+        assert [int(f.image[0, 0]) for f in out] == [i if i == 3 else 100 + i
+                                                      for i in range(n)]
+        assert sorted(tasks) == sorted(list(range(k, n, workers)) for k in range(workers))
+
+
 def test_opencv_threads_are_held_down_and_given_back() -> None:
     before = cv2.getNumThreads()
     try:
