@@ -22,7 +22,7 @@ install: $(STAMP)
 UV := $(VENV)/bin/uv
 FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 UV_INSTALL = $(UV) pip install -q --python $(PY) $(addprefix --find-links ,$(FIND_LINKS))
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile hygie_w2l/_kernels.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || $(PY) -m pip install -q "uv>=0.5"
 	$(UV_INSTALL) "$(TORCH_SPEC)"
@@ -64,4 +64,4 @@ bench: $(STAMP)
 	$(PY) scripts/bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build hygie_w2l/*.so

@@ -20,6 +20,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from hygie_w2l import native
 from hygie_w2l.geometry import Affine, invert
 from hygie_w2l.pixels import (
     align,
@@ -163,8 +164,15 @@ def membrane(values: np.ndarray, known: np.ndarray, coarsest_px: int = 4) -> np.
     so a few levels up every pixel is known. Push: each level keeps its own values by their
     weight and takes the rest from the coarser level's field, smoothed a few times on the
     coarse levels (which brings push-pull's fill close to the harmonic one a Poisson solve
-    makes; the full-resolution level is left as pushed: it costs the most there)."""
-    c = values.shape[2]
+    makes; the full-resolution level is left as pushed: it costs the most there).
+    The compiled kernel (native.py) does the same in one call, to float32 rounding."""
+    h, w, c = values.shape
+    if native.kernels is not None:
+        out = np.empty((h, w, c), np.float32)
+        native.kernels.membrane(np.ascontiguousarray(values, np.float32),
+                                np.ascontiguousarray(known, np.float32), h, w, c, coarsest_px,
+                                MEMBRANE_SMOOTHING, out)
+        return out
 
     def spread(a: np.ndarray) -> np.ndarray:  # (h, w) -> (h, w, c): OpenCV's arithmetic
         return cv2.merge([a] * c) if c > 1 else a[..., None]  # (numpy's broadcast: 2x)

@@ -5,7 +5,11 @@ mouth (teeth, tongue) or the outer lip hull.
 
 The lips path (:func:`compose_lips`) first moves the frame's own lower face: its lips to the
 predicted contour and its jaw and chin after the lower lip, in one piecewise-affine warp, so
-an opening mouth drops the chin instead of being a sticker on a still face."""
+an opening mouth drops the chin instead of being a sticker on a still face.
+
+The warps' triangulation and maps are computed by compiled kernels (_kernels.c) where the
+package was built with a C compiler, by scipy and numpy otherwise (`hygie-w2l doctor` says
+which); the patch is warped and blended only where its mask reaches."""
 
 from __future__ import annotations
 
@@ -15,10 +19,12 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from hygie_w2l import native
 from hygie_w2l.blend import BlendMode, blend_region
 from hygie_w2l.geometry import (
     IDENTITY,
     invert,
+    mask_reach,
     outer_ring_affine,
     polygon_mask,
     transform_points,
@@ -42,7 +48,7 @@ Region = Literal["inner", "lips"]  # teeth and tongue only, or the whole mouth
 HD_DILATE = 0.02  # the blend mask's growth around its lip ring, in mouth widths
 HD_FEATHER = 0.04  # and its soft edge
 LIPS_DILATE = 0.06  # the lips path covers the lips' edges too
-MAP_STEP_PX = 2  # warp maps computed every 2nd pixel (piecewise_affine_map says why)
+MAP_STEP_PX = 2  # without the compiled kernel: maps every 2nd pixel (piecewise_affine_maps)
 FACE_MAP_STEP_PX = 4  # the lower face's warp is smoother (large triangles): coarser maps
 JAW_MARGIN = 0.3  # the lower-face warp's region reaches this far around lips and jaw
 
@@ -65,27 +71,60 @@ def piecewise_affine_maps(src_pts: np.ndarray, dst_pts: np.ndarray,
     (map_x, map_y) per ``subsampling`` s (pixels.py's layers): the same maps for pictures
     s times smaller each side, source and destination (s = 2 needs even corners).
 
-    The maps are computed every ``step`` pixels and interpolated (bilinear) in between: a
-    piecewise-affine map is continuous, so this is exact inside the triangles and off by a
-    fraction of a pixel along their edges, for a quarter of the work at ``step`` 2."""
-    from scipy.spatial import Delaunay
-
+    The compiled kernel (_kernels.c) computes every pixel's position exactly. Without it
+    (a machine that had no C compiler) the maps are computed every ``step`` pixels and
+    interpolated (bilinear) in between: a piecewise-affine map is continuous, so this is
+    exact inside the triangles and off along their edges (a fraction of a pixel; more by a
+    sliver, whose labels spill past its edges), for a quarter of the work at ``step`` 2."""
     x1, y1, x2, y2 = roi
     local = (dst_pts - (x1, y1)).astype(np.float64)
-    tri = Delaunay(local, qhull_options="QJ").simplices  # (T, 3)
+    tri = delaunay(local)
     outside = translated(fallback, (x1, y1))
     mats = np.concatenate([outside[None], _triangle_affines(local[tri],
                                                             src_pts[tri].astype(np.float64),
-                                                            outside)]).astype(np.float32)
+                                                            outside)])
     h, w = y2 - y1, x2 - x1
+    if native.kernels is not None:
+        corners = np.ascontiguousarray(local[tri])
+        exact = []
+        for s in subsampling:
+            assert s == 1 or (h % s == 0 and w % s == 0)
+            map_x, map_y = (np.empty((h // s, w // s), np.float32) for _ in range(2))
+            native.kernels.affine_maps(corners, mats, h, w, s, map_x, map_y)
+            exact.append((map_x, map_y))
+        return exact
+    return _coarse_maps(local[tri], mats.astype(np.float32), (h, w), step, subsampling)
+
+
+def delaunay(points: np.ndarray) -> np.ndarray:
+    """The Delaunay triangles (T, 3) of (n, 2) points: by the compiled kernel where it
+    was built and its result checks out (a triangulation of the points' hull with every
+    point a corner), else by qhull (scipy; joggled, so that it always gives one). Points
+    on one circle (a rectangle's corners) have several; either kernel may give any."""
+    if native.kernels is not None:
+        out = np.empty((2 * len(points), 3), np.int32)
+        n = native.kernels.delaunay(np.ascontiguousarray(points, np.float64), out)
+        if n > 0:
+            return out[:n]
+    from scipy.spatial import Delaunay
+
+    return Delaunay(points, qhull_options="QJ").simplices
+
+
+def _coarse_maps(corners: np.ndarray, mats: np.ndarray, hw: tuple[int, int], step: int,
+                 subsampling: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`piecewise_affine_maps` without the compiled kernel: the maps every ``step``
+    pixels (triangle n + 1 of ``corners`` (T, 3, 2) taking ``mats[n + 1]``, the rest
+    ``mats[0]``), interpolated in between."""
+    h, w = hw
     # the coarse grid: pixel centres step * i + (step - 1) / 2, i from -1 to one past the
     # last: samples beyond the edges, so the interpolation there is not clamped (that
     # moved the edge pixels by up to (step - 1) / 2 + 1: a seam where a warp meets the frame)
     hs, ws = -(-h // step) + 2, -(-w // step) + 2
     first = (step - 1) / 2 - step
     labels = np.zeros((hs, ws), np.int32)
-    corners = np.round((local[tri] - first) / step * 16).astype(np.int32)  # 4 bits sub-px
-    for n, triangle in enumerate(corners, start=1):
+    fixed = np.round((corners - first) / step * 16).astype(np.int32)  # 4 bits sub-px
+    for n, triangle in enumerate(fixed, start=1):
         cv2.fillConvexPoly(labels, triangle, (n,), shift=4)
     xs = (np.arange(ws, dtype=np.float32) * step + first)[None]
     ys = (np.arange(hs, dtype=np.float32) * step + first)[:, None]
@@ -170,10 +209,19 @@ def _compose(layers: list[np.ndarray], subs: tuple[int, ...], lips: np.ndarray,
     x1, y1, x2, y2 = roi
     half = len(lips) // 2
     outer, inner = lips[:half], lips[half:]
-    ring = (outer if region == "lips" else inner).astype(np.float32) - (x1, y1)
+    ring = (outer if region == "lips" else inner).astype(np.float32)
     width = float(np.ptp(outer[:, 0]))
-    mask = polygon_mask(ring, (y2 - y1, x2 - x1), dilate_px=int(round(dilate * width)),
-                        feather_px=max(int(round(HD_FEATHER * width)), 1))
+    dilate_px, feather_px = int(round(dilate * width)), max(int(round(HD_FEATHER * width)), 1)
+    # the patch is warped and blended only where the mask reaches, not over the whole patch
+    # (a third of its area on talk_selfie_24s)
+    near = _roi(ring - (x1, y1), (y2 - y1, x2 - x1), mask_reach(dilate_px, feather_px))
+    if near is None:
+        return layers
+    if max(subs) > 1:
+        near = even(near, (y2 - y1, x2 - x1))
+    x1, y1, x2, y2 = x1 + near[0], y1 + near[1], x1 + near[2], y1 + near[3]
+    roi = (x1, y1, x2, y2)
+    mask = polygon_mask(ring - (x1, y1), (y2 - y1, x2 - x1), dilate_px, feather_px)
     if mask.max() < 0.05:
         return layers
     maps = piecewise_affine_maps(src, dst, roi, m, MAP_STEP_PX, subs)

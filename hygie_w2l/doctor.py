@@ -103,6 +103,17 @@ def _faiss() -> str:
     return f"faiss {faiss.__version__}"
 
 
+def _kernels() -> str:
+    from hygie_w2l import native
+
+    if native.kernels is None:
+        raise RuntimeError("not built (no C compiler when the package was installed): the "
+                           "lips path's composition uses numpy, 1.3x slower (README: render "
+                           "speed); "
+                           "install a C compiler and run `make install` again")
+    return f"compiled ({Path(native.kernels.__file__ or '').name})"
+
+
 def _weights(folder: Path) -> str:
     manifest = folder / "manifest.json"
     if not manifest.exists():
@@ -124,6 +135,7 @@ def run_doctor(checkpoints: Path) -> int:
         _check("opencv", _opencv),
         _check("mediapipe", _mediapipe),
         _check("faiss", _faiss),
+        _check("kernels", _kernels, required=False),
         _check("weights", lambda: _weights(checkpoints), required=False),
     ]
     for c in checks:

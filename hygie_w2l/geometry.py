@@ -389,6 +389,14 @@ def polygon_mask(points: np.ndarray, size: tuple[int, int], dilate_px: int = 0,
     return out
 
 
+def mask_reach(dilate_px: int, feather_px: int) -> int:
+    """How far (px) beyond its points' hull :func:`polygon_mask` can be non-zero: the
+    dilation, a pixel of the points' rounding and one of the thick outline's, and the
+    radius of the feather's Gaussian (OpenCV's kernel for a float32 image: 8 sigma + 1)."""
+    radius = (int(round(feather_px / 2.0 * 8 + 1)) | 1) // 2 if feather_px > 0 else 0
+    return dilate_px + 2 + radius
+
+
 def mouth_mask(landmarks: Landmarks, m: Affine, size: tuple[int, int],
                dilate_frac: float = 0.15, feather_frac: float = 0.1) -> np.ndarray:
     """The lip hull in the crop given by ``m`` (identity-like m for frame coordinates).

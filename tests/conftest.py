@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from hygie_w2l import native
+
 TESTS_DATA = Path(__file__).parent / "data"
 
 
@@ -120,3 +122,13 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("cache")
     os.environ["HYGIE_CACHE"] = str(folder)
     return folder
+
+
+@pytest.fixture
+def kernels():
+    """The compiled module; a machine that could not build it skips (CI must have it)."""
+    if native.kernels is None:
+        if os.environ.get("CI"):
+            pytest.fail("hygie_w2l._kernels was not built: `make install` needs a C compiler")
+        pytest.skip("hygie_w2l._kernels is not built here (no C compiler at install)")
+    return native.kernels

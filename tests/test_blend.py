@@ -54,6 +54,27 @@ def test_membrane_keeps_the_known_values_and_fills_smoothly() -> None:
     assert np.abs(field - ramp)[10:-10, 10:-10].max() < 6.0  # of a 0..80 ramp
 
 
+def test_the_compiled_membrane_is_the_opencv_one(kernels, monkeypatch) -> None:
+    # the same push-pull (pyramid borders as OpenCV's pyrDown, pyrUp and blur make them),
+    # to float32 rounding, on odd and even sizes, 1 to 3 channels
+    from hygie_w2l import native
+    from hygie_w2l.blend import membrane
+
+    rng = np.random.default_rng(4)
+    for h, w, c in ((61, 83, 1), (40, 40, 2), (9, 130, 3), (5, 5, 2), (3, 7, 1)):
+        ring = np.zeros((h, w), np.uint8)
+        cv2.ellipse(ring, (w // 2, h // 2), (max(w // 3, 1), max(h // 3, 1)), 20, 0, 360,
+                    (1,), 1)
+        known = ring.astype(np.float32)
+        values = rng.normal(0, 40, (h, w, c)).astype(np.float32) * known[..., None]
+        fast = membrane(values, known)
+        monkeypatch.setattr(native, "kernels", None)
+        slow = membrane(values, known)
+        monkeypatch.undo()
+        assert fast.shape == slow.shape == (h, w, c) and fast.dtype == np.float32
+        assert np.abs(fast - slow).max() < 1e-3
+
+
 def test_poisson_is_close_to_opencvs_seamless_clone() -> None:
     frame, crop, mask, m = _scene()
     crop = cv2.add(crop, (40, -30, 20, 0))  # a colour the blend must take away

@@ -13,7 +13,7 @@ def test_doctor_lists_everything_and_passes(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[1]
     run = run_cli("doctor", "--checkpoints", str(repo / "checkpoints"))
     assert run.returncode == 0, run.stdout + run.stderr
-    for name in ("ffmpeg", "torch", "opencv", "mediapipe", "faiss", "weights"):
+    for name in ("ffmpeg", "torch", "opencv", "mediapipe", "faiss", "kernels", "weights"):
         assert name in run.stdout
     assert "wav2lip.pth" in run.stdout  # listed as present or absent, never an error
 
