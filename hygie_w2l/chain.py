@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import queue
 import threading
 import time
@@ -143,7 +144,11 @@ CHAIN_QUEUE_BYTES = 48 << 20
 """Pictures waiting between two concurrent stages, at most (and one batch at least): two
 720p batches of 8, one 1080p batch of 8, one 4K batch of 2 frames; memory grows little
 with the resolution (reader_batch says how a batch is sized)."""
-EDIT_WORKERS = 2  # EditStage's threads (render speed: scripts/bench_render.py)
+EDIT_WORKERS = 1 if (os.cpu_count() or 1) <= 2 else 2
+"""EditStage's threads. The lips path's composition holds the GIL between its calls, so
+two threads cost more CPU than one (4.2-4.8 vs 3.4-3.9 ms a frame, alone): on two cores,
+where the render is CPU-bound, one is faster since the composition's kernels (8 alternated
+warm 720p pairs: -0.09 s, faster in 6). With more cores, two."""
 OPENCV_THREADS = 2
 """OpenCV's own threads during a render, at most. Its default is one per core, and every
 warp or blend of a mouth-sized picture was split that many ways while the chain's stages
@@ -376,14 +381,17 @@ class EditStage:
                  keep_source: bool = True) -> None:
         self.timer, self.name, self.keep_source = timer, name, keep_source
         self.workers = workers
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edit")
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edit") \
+            if workers > 1 else None
 
     def push(self, frames: list[Frame]) -> list[Frame]:
         with self.timer(self.name):
             # one task per worker (every workers-th frame), not one per frame: each task's
             # hand-back wakes this thread, and those wake-ups had cost 7 % of a lips render
             shares = [frames[k::self.workers] for k in range(self.workers)]
-            for share, images in zip(shares, self.pool.map(self._edit, shares), strict=True):
+            edited = map(self._edit, shares) if self.pool is None else \
+                self.pool.map(self._edit, shares)
+            for share, images in zip(shares, edited, strict=True):
                 for f, image in zip(share, images, strict=True):
                     if not self.keep_source and image is not f.image:
                         f.source = None
@@ -398,7 +406,8 @@ class EditStage:
         return []
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 class EncodeStage:

@@ -151,7 +151,7 @@ def test_edit_workers_each_take_a_share_and_every_frame_comes_back_in_order() ->
             tasks.append([f.k for f in frames])
             return EditStage._edit(frames)
 
-    for workers, n in ((2, 8), (2, 7), (3, 5), (2, 1), (4, 2)):
+    for workers, n in ((1, 5), (2, 8), (2, 7), (3, 5), (2, 1), (4, 2)):
         tasks.clear()
         stage = Recorded(Timer(), "compose", workers=workers)
         out = stage.push([Frame(i, i, i, np.full((2, 2), i, np.uint8), True,
