@@ -4,14 +4,15 @@
    - delaunay: the warp's triangles (Bowyer-Watson), or -1 where qhull must make them;
    - membrane: blend.membrane's push-pull fill, the Poisson blend's smooth field.
 
-   affine_maps(corners, mats, h, w, s, map_x, map_y) fills map_x and map_y, (h / s, w / s)
-   float32, with the source position of each destination pixel of a region of h x w
-   full-resolution pixels seen at subsampling s (pixels.py's layers): its centre is
-   s * j + (s - 1) / 2 at full resolution; inside triangle t (corners[t], full-resolution
-   pixels local to the region) the position is mats[t + 1] (dst -> src, 2 x 3) applied to
-   that centre, elsewhere mats[0]'s; each then seen at subsampling s again.
+   affine_maps(dst, src, fallback, h, w, s, map_x, map_y) fills map_x and map_y,
+   (h / s, w / s) float32, with the source position of each destination pixel of a region
+   of h x w full-resolution pixels seen at subsampling s (pixels.py's layers): its centre
+   is s * j + (s - 1) / 2 at full resolution; inside triangle t (dst[t], full-resolution
+   pixels local to the region) the position is the affine taking dst[t]'s corners to
+   src[t]'s applied to that centre, elsewhere the fallback (dst -> src, 2 x 3); each then
+   seen at subsampling s again.
 
-   corners: (T, 3, 2) float64, mats: (T + 1, 2, 3) float64, both C-contiguous. A pixel
+   dst, src: (T, 3, 2) float64, fallback: (2, 3) float64, all C-contiguous. A pixel
    centre on an edge shared by two triangles may take either's position: the warp is
    continuous there, so both are the same. Flat triangles cover no pixel.
 
@@ -63,7 +64,7 @@ typedef struct {
     double a[3], b[3];  /* bound = a + b * v */
     int kind[3];        /* +1 lower bound, -1 upper bound, 0 none */
     Py_ssize_t i0, i1;  /* its rows, clipped */
-    const double *m;    /* its matrix */
+    double m[6];        /* its matrix, dst -> src */
 } Spans;
 
 static int spans_of(const double *u, const double *v, Py_ssize_t rows, Spans *sp)
@@ -119,20 +120,37 @@ static inline void span(const Spans *sp, double v, Py_ssize_t cols, Py_ssize_t *
     *j1 = lo <= hi ? ifloor(hi) + 1 : *j0;
 }
 
+/* The affine (2 x 3, row-major) taking triangle d's corners to s's; 0 where d is flat. */
+static int triangle_affine(const double *d, const double *s, double *m)
+{
+    const double d1x = d[2] - d[0], d1y = d[3] - d[1], d2x = d[4] - d[0], d2y = d[5] - d[1];
+    const double det = d1x * d2y - d2x * d1y;
+    if (det < 1e-6 && det > -1e-6)
+        return 0;
+    const double i00 = d2y / det, i01 = -d2x / det, i10 = -d1y / det, i11 = d1x / det;
+    for (int k = 0; k < 2; k++) {
+        const double s1 = s[2 + k] - s[k], s2 = s[4 + k] - s[k];
+        m[3 * k] = s1 * i00 + s2 * i10;
+        m[3 * k + 1] = s1 * i01 + s2 * i11;
+        m[3 * k + 2] = s[k] - m[3 * k] * d[0] - m[3 * k + 1] * d[1];
+    }
+    return 1;
+}
+
 static PyObject *affine_maps(PyObject *self, PyObject *args)
 {
     (void)self;
-    Py_buffer corners, mats, bx, by;
+    Py_buffer dst, src, fb, bx, by;
     Py_ssize_t h, w;
     int s;
     PyObject *result = NULL;
     Spans *spans = NULL;
-    if (!PyArg_ParseTuple(args, "y*y*nniw*w*", &corners, &mats, &h, &w, &s, &bx, &by))
+    if (!PyArg_ParseTuple(args, "y*y*y*nniw*w*", &dst, &src, &fb, &h, &w, &s, &bx, &by))
         return NULL;
-    const Py_ssize_t n = corners.len / (Py_ssize_t)(6 * sizeof(double));
+    const Py_ssize_t n = dst.len / (Py_ssize_t)(6 * sizeof(double));
     const Py_ssize_t rows = s > 0 ? h / s : 0, cols = s > 0 ? w / s : 0;
-    if (s < 1 || h % s || w % s || corners.len != n * 6 * (Py_ssize_t)sizeof(double)
-        || mats.len != (n + 1) * 6 * (Py_ssize_t)sizeof(double)
+    if (s < 1 || h % s || w % s || dst.len != n * 6 * (Py_ssize_t)sizeof(double)
+        || src.len != dst.len || fb.len != 6 * (Py_ssize_t)sizeof(double)
         || bx.len != rows * cols * (Py_ssize_t)sizeof(float) || by.len != bx.len) {
         PyErr_SetString(PyExc_ValueError, "affine_maps: sizes do not match");
         goto done;
@@ -142,7 +160,7 @@ static PyObject *affine_maps(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    const double *tri = corners.buf, *m = mats.buf;
+    const double *d = dst.buf, *sc = src.buf, *m = fb.buf;
     float *map_x = bx.buf, *map_y = by.buf;
     Py_BEGIN_ALLOW_THREADS
     const double half = (s - 1) / 2.0;
@@ -150,13 +168,12 @@ static PyObject *affine_maps(PyObject *self, PyObject *args)
     for (Py_ssize_t t = 0; t < n; t++) {
         double u[3], v[3];
         for (int k = 0; k < 3; k++) {  /* in subsampled pixels: centre j at u = j */
-            u[k] = (tri[6 * t + 2 * k] - half) / s;
-            v[k] = (tri[6 * t + 2 * k + 1] - half) / s;
+            u[k] = (d[6 * t + 2 * k] - half) / s;
+            v[k] = (d[6 * t + 2 * k + 1] - half) / s;
         }
-        if (spans_of(u, v, rows, &spans[used])) {
-            spans[used].m = m + 6 * (t + 1);
+        if (triangle_affine(d + 6 * t, sc + 6 * t, spans[used].m)
+            && spans_of(u, v, rows, &spans[used]))
             used++;
-        }
     }
     for (Py_ssize_t i = 0; i < rows; i++)
         fill(map_x, map_y, cols, i, 0, cols, m, s);
@@ -172,8 +189,9 @@ static PyObject *affine_maps(PyObject *self, PyObject *args)
     result = Py_NewRef(Py_None);
 done:
     PyMem_RawFree(spans);
-    PyBuffer_Release(&corners);
-    PyBuffer_Release(&mats);
+    PyBuffer_Release(&dst);
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&fb);
     PyBuffer_Release(&bx);
     PyBuffer_Release(&by);
     return result;
@@ -602,7 +620,8 @@ static PyObject *membrane(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"affine_maps", affine_maps, METH_VARARGS,
-     "affine_maps(corners, mats, h, w, s, map_x, map_y): the piecewise-affine remap maps."},
+     "affine_maps(dst, src, fallback, h, w, s, map_x, map_y): the piecewise-affine remap "
+     "maps of the triangles dst (T, 3, 2) taken to src, fallback (2, 3) elsewhere."},
     {"delaunay", delaunay, METH_VARARGS,
      "delaunay(points, out): the Delaunay triangles of (n, 2) float64 points into out "
      "((2n, 3) int32), their count; -1 where they cannot be trusted (use qhull)."},

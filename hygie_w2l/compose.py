@@ -80,20 +80,19 @@ def piecewise_affine_maps(src_pts: np.ndarray, dst_pts: np.ndarray,
     local = (dst_pts - (x1, y1)).astype(np.float64)
     tri = delaunay(local)
     outside = translated(fallback, (x1, y1))
-    mats = np.concatenate([outside[None], _triangle_affines(local[tri],
-                                                            src_pts[tri].astype(np.float64),
-                                                            outside)])
     h, w = y2 - y1, x2 - x1
+    corners, sources = local[tri], src_pts[tri].astype(np.float64)
     if native.kernels is not None:
-        corners = np.ascontiguousarray(local[tri])
         exact = []
         for s in subsampling:
             assert s == 1 or (h % s == 0 and w % s == 0)
             map_x, map_y = (np.empty((h // s, w // s), np.float32) for _ in range(2))
-            native.kernels.affine_maps(corners, mats, h, w, s, map_x, map_y)
+            native.kernels.affine_maps(corners, sources, np.ascontiguousarray(outside, np.float64),
+                                       h, w, s, map_x, map_y)
             exact.append((map_x, map_y))
         return exact
-    return _coarse_maps(local[tri], mats.astype(np.float32), (h, w), step, subsampling)
+    mats = np.concatenate([outside[None], _triangle_affines(corners, sources, outside)])
+    return _coarse_maps(corners, mats.astype(np.float32), (h, w), step, subsampling)
 
 
 def delaunay(points: np.ndarray) -> np.ndarray:

@@ -119,8 +119,8 @@ def test_the_compiled_delaunay_is_qhulls_and_refuses_what_it_cannot_trust(kernel
         assert kernels.delaunay(points, np.empty((2 * len(points), 3), np.int32)) == -1
         assert len(compose.delaunay(points)) > 0
     with pytest.raises(ValueError):
-        kernels.affine_maps(np.zeros((2, 3, 2)), np.zeros((2, 2, 3)), 4, 4, 1,
-                            np.empty((4, 4), np.float32), np.empty((4, 4), np.float32))
+        kernels.affine_maps(np.zeros((2, 3, 2)), np.zeros((3, 3, 2)), np.zeros((2, 3)), 4, 4,
+                            1, np.empty((4, 4), np.float32), np.empty((4, 4), np.float32))
 
 
 def test_the_mask_is_computed_only_where_it_reaches() -> None:
