@@ -108,7 +108,7 @@ def _kernels() -> str:
 
     if native.kernels is None:
         raise RuntimeError("not built (no C compiler when the package was installed): the "
-                           "lips path's composition uses numpy, 1.3x slower (README: render "
+                           "lips path's composition uses numpy, 1.5x slower (README: render "
                            "speed); "
                            "install a C compiler and run `make install` again")
     return f"compiled ({Path(native.kernels.__file__ or '').name})"

@@ -57,6 +57,24 @@ def test_the_maps_are_the_exact_piecewise_affine_warp(kernels) -> None:
             assert np.abs(map_x - want_x).max() < 2e-3 and np.abs(map_y - want_y).max() < 2e-3
 
 
+def test_a_triangle_that_is_not_a_number_or_far_away_covers_nothing(kernels) -> None:
+    fallback = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 3.0]])
+    dst = np.array([[[0.0, 0.0], [np.nan, 4.0], [0.0, 9.0]],
+                    [[1e300, 0.0], [-1e300, 5.0], [0.0, 1e300]],
+                    [[2.0, 2.0], [9.0, 2.0], [2.0, 9.0]]])
+    src = dst.copy()
+    src[2] += 1.0  # the last triangle: shifted by one pixel
+    map_x, map_y = (np.empty((12, 12), np.float32) for _ in range(2))
+    kernels.affine_maps(np.ascontiguousarray(dst[:2]), np.ascontiguousarray(src[:2]), fallback, 12,
+                        12, 1, map_x, map_y)
+    ys, xs = np.mgrid[0:12, 0:12]
+    assert np.array_equal(map_x, xs + 2.0) and np.array_equal(map_y, ys + 3.0)
+    kernels.affine_maps(dst, src, fallback, 12, 12, 1, map_x, map_y)
+    inside = (xs >= 2) & (ys >= 2) & (xs + ys <= 11)
+    assert np.array_equal(map_x[inside], xs[inside] + 1.0)
+    assert np.array_equal(map_x[~inside], xs[~inside] + 2.0)
+
+
 def test_the_numpy_maps_are_the_same_warp_interpolated(kernels, monkeypatch) -> None:
     # the fallback where the kernel is not built: exact inside the triangles, a fraction of
     # a pixel off along their edges (more where a sliver's labels spill over its edges)
@@ -118,6 +136,9 @@ def test_the_compiled_delaunay_is_qhulls_and_refuses_what_it_cannot_trust(kernel
     for points in (twice, line):
         assert kernels.delaunay(points, np.empty((2 * len(points), 3), np.int32)) == -1
         assert len(compose.delaunay(points)) > 0
+    # a point that is not a number: refused, never a crash
+    bad = np.array([[0.0, 0.0], [10.0, 0.0], [np.nan, 5.0], [0.0, 10.0]])
+    assert kernels.delaunay(bad, np.empty((8, 3), np.int32)) == -1
     with pytest.raises(ValueError):
         kernels.affine_maps(np.zeros((2, 3, 2)), np.zeros((3, 3, 2)), np.zeros((2, 3)), 4, 4,
                             1, np.empty((4, 4), np.float32), np.empty((4, 4), np.float32))
