@@ -155,7 +155,8 @@ static PyObject *affine_maps(PyObject *self, PyObject *args)
         return NULL;
     const Py_ssize_t n = dst.len / (Py_ssize_t)(6 * sizeof(double));
     const Py_ssize_t rows = s > 0 ? h / s : 0, cols = s > 0 ? w / s : 0;
-    if (s < 1 || h % s || w % s || dst.len != n * 6 * (Py_ssize_t)sizeof(double)
+    if (s < 1 || h < 0 || w < 0 || h % s || w % s
+        || dst.len != n * 6 * (Py_ssize_t)sizeof(double)
         || src.len != dst.len || fb.len != 6 * (Py_ssize_t)sizeof(double)
         || bx.len != rows * cols * (Py_ssize_t)sizeof(float) || by.len != bx.len) {
         PyErr_SetString(PyExc_ValueError, "affine_maps: sizes do not match");
@@ -272,10 +273,11 @@ static double hull_area(const double *pts, Py_ssize_t n, int *order, int *hull)
             m--;
         hull[m++] = order[i];
     }
-    double area = 0.0;
+    double area = 0.0;  /* shoelace, relative to the first corner (rounding) */
+    const double x0 = pts[2 * hull[0]], y0 = pts[2 * hull[0] + 1];
     for (Py_ssize_t i = 0; i + 1 < m; i++)
-        area += pts[2 * hull[i]] * pts[2 * hull[i + 1] + 1]
-                - pts[2 * hull[i + 1]] * pts[2 * hull[i] + 1];
+        area += (pts[2 * hull[i]] - x0) * (pts[2 * hull[i + 1] + 1] - y0)
+                - (pts[2 * hull[i + 1]] - x0) * (pts[2 * hull[i] + 1] - y0);
     return area;
 }
 
@@ -644,4 +646,16 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_kernels", NULL, -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
+/* Raised with every change of a function's arguments or meaning: native.py refuses a
+   module built from other sources (a stale build left in place) instead of calling it. */
+#define KERNELS_ABI 2
+
+PyMODINIT_FUNC PyInit__kernels(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "ABI", KERNELS_ABI) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

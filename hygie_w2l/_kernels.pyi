@@ -2,6 +2,8 @@
 
 import numpy as np
 
+ABI: int
+
 def affine_maps(dst: np.ndarray, src: np.ndarray, fallback: np.ndarray, h: int, w: int,
                 s: int, map_x: np.ndarray, map_y: np.ndarray) -> None: ...
 def delaunay(points: np.ndarray, out: np.ndarray) -> int: ...

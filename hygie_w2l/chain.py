@@ -144,11 +144,21 @@ CHAIN_QUEUE_BYTES = 48 << 20
 """Pictures waiting between two concurrent stages, at most (and one batch at least): two
 720p batches of 8, one 1080p batch of 8, one 4K batch of 2 frames; memory grows little
 with the resolution (reader_batch says how a batch is sized)."""
-EDIT_WORKERS = 1 if (os.cpu_count() or 1) <= 2 else 2
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the system says), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+EDIT_WORKERS = 1 if usable_cores() <= 2 else 2
 """EditStage's threads. The lips path's composition holds the GIL between its calls, so
 two threads cost more CPU than one (4.2-4.8 vs 3.4-3.9 ms a frame, alone): on two cores,
 where the render is CPU-bound, one is faster since the composition's kernels (8 alternated
-warm 720p pairs: -0.09 s, faster in 6). With more cores, two."""
+warm 720p pairs: -0.09 s, faster in 6). With more cores (those this process may run on),
+two."""
 OPENCV_THREADS = 2
 """OpenCV's own threads during a render, at most. Its default is one per core, and every
 warp or blend of a mouth-sized picture was split that many ways while the chain's stages
@@ -379,6 +389,8 @@ class EditStage:
 
     def __init__(self, timer: Timer, name: str, workers: int = EDIT_WORKERS,
                  keep_source: bool = True) -> None:
+        if workers < 1:
+            raise ValueError(f"EditStage needs at least one worker, not {workers}")
         self.timer, self.name, self.keep_source = timer, name, keep_source
         self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edit") \

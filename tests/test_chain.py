@@ -161,6 +161,8 @@ def test_edit_workers_each_take_a_share_and_every_frame_comes_back_in_order() ->
         assert [int(f.image[0, 0]) for f in out] == [i if i == 3 else 100 + i
                                                       for i in range(n)]
         assert sorted(tasks) == sorted(list(range(k, n, workers)) for k in range(workers))
+    with pytest.raises(ValueError):
+        EditStage(Timer(), "compose", workers=0)  # would hand every frame back unedited
 
 
 def test_opencv_threads_are_held_down_and_given_back() -> None:

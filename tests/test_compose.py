@@ -47,6 +47,20 @@ def _reference_maps(src: np.ndarray, dst: np.ndarray, fallback: np.ndarray,
     return out[:, 0].reshape(h, w), out[:, 1].reshape(h, w)
 
 
+def test_a_module_built_from_other_sources_is_not_used(kernels, monkeypatch) -> None:
+    # a stale build left in place (its functions' arguments changed since): numpy instead
+    import importlib
+
+    assert kernels.ABI == native.ABI
+    monkeypatch.setattr(kernels, "ABI", native.ABI - 1)
+    try:
+        assert importlib.reload(native).kernels is None
+    finally:
+        monkeypatch.undo()
+        importlib.reload(native)
+    assert native.kernels is not None
+
+
 def test_the_maps_are_the_exact_piecewise_affine_warp(kernels) -> None:
     for seed in range(3):
         src, dst, fallback, roi = _warp(seed)
