@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hygie_w2l import native
@@ -122,6 +123,25 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("cache")
     os.environ["HYGIE_CACHE"] = str(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def two_mouths(synth_clip: tuple[Path, dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                        np.ndarray]:
+    """A frame of the synthetic clip (BGR), its tracked landmarks (P, 2), and another
+    frame's mouth as a library patch with its lip points: what a composition needs."""
+    from hygie_w2l import media
+    from hygie_w2l.face_tracker import FaceTracker
+    from hygie_w2l.library import lip_points
+
+    frames = [f for _, f in zip(range(30), media.read_frames(synth_clip[0]), strict=False)]
+    tracker = FaceTracker()
+    points = [tracker.step(f)[0] for f in (frames[5], frames[25])]
+    tracker.close()
+    assert all(p is not None for p in points)
+    patch = frames[25][100:200, 60:190].copy()
+    patch_points = lip_points(np.asarray(points[1])[:, :2]) - (60, 100)
+    return frames[5], np.asarray(points[0])[:, :2], patch, patch_points
 
 
 @pytest.fixture

@@ -173,24 +173,15 @@ def test_the_mask_is_computed_only_where_it_reaches() -> None:
 
 
 def test_a_composition_without_the_kernels_is_the_same_picture(kernels, monkeypatch,
-                                                               synth_clip) -> None:
-    from hygie_w2l import media
-    from hygie_w2l.face_tracker import FaceTracker
+                                                               two_mouths) -> None:
     from hygie_w2l.library import lip_points
     from hygie_w2l.pixels import to_bgr
 
-    frames = [f for _, f in zip(range(30), media.read_frames(synth_clip[0]), strict=False)]
-    tracker = FaceTracker()
-    points = [tracker.step(f)[0] for f in (frames[5], frames[25])]
-    tracker.close()
-    assert all(p is not None for p in points)
-    lm = np.asarray(points[0])[:, :2]
+    frame, lm, patch, patch_points = two_mouths
     lips = lip_points(lm)
     depth = np.clip((lips[:, 1] - lips[:, 1].mean()) / np.ptp(lips[:, 1]), 0, 1)
     target = lips + np.stack([0 * depth, 4 * depth], 1)  # the mouth opens, the chin drops
-    patch = frames[25][100:200, 60:190].copy()
-    patch_points = lip_points(np.asarray(points[1])[:, :2]) - (60, 100)
-    i420 = cv2.cvtColor(frames[5], cv2.COLOR_BGR2YUV_I420)
+    i420 = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
     fast = to_bgr(compose.compose_lips(i420, lm, target, patch, patch_points))
     monkeypatch.setattr(native, "kernels", None)
     slow = to_bgr(compose.compose_lips(i420, lm, target, patch, patch_points))

@@ -107,21 +107,11 @@ def test_warp_affine_reads_only_what_it_needs_and_matches_the_whole_frame() -> N
         assert np.abs(got.astype(int) - want).max() <= 1
 
 
-def test_compose_lips_on_i420_is_compose_lips_on_bgr(synth_clip) -> None:
-    from hygie_w2l import media
-    from hygie_w2l.face_tracker import FaceTracker
-
-    frames = [f for _, f in zip(range(30), media.read_frames(synth_clip[0]), strict=False)]
-    tracker = FaceTracker()
-    points = [tracker.step(f)[0] for f in (frames[5], frames[25])]
-    tracker.close()
-    assert all(p is not None for p in points)
-    lm = np.asarray(points[0])[:, :2]
+def test_compose_lips_on_i420_is_compose_lips_on_bgr(two_mouths) -> None:
+    frame, lm, patch, patch_points = two_mouths
     lips = lip_points(lm)
     target = lips + (0.0, 2.0) * (np.arange(len(lips)) % 2)[:, None]  # a little more open
-    patch = frames[25][100:200, 60:190].copy()
-    patch_points = lip_points(np.asarray(points[1])[:, :2]) - (60, 100)
-    bgr = cv2.cvtColor(cv2.cvtColor(frames[5], cv2.COLOR_BGR2YUV_I420), cv2.COLOR_YUV2BGR_I420)
+    bgr = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420), cv2.COLOR_YUV2BGR_I420)
     i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
     a = compose_lips(bgr, lm, target, patch, patch_points, mode="poisson")
     b = pixels.to_bgr(compose_lips(i420, lm, target, patch, patch_points, mode="poisson"))
