@@ -58,8 +58,9 @@ static inline Py_ssize_t ifloor(double x)
 }
 
 /* A triangle's columns on each row, as bounds linear in the row: the pixel centre
-   (u, v) is inside (edges included) when u >= lo[e] + dlo[e] * v for each edge e whose
-   bound is a lower one, and u <= ... for an upper one (one edge may bound neither). */
+   (u, v) is inside (edges included) when u >= a[e] + b[e] * v for each edge e whose bound
+   is a lower one, u <= a[e] + b[e] * v for an upper one, and a[e] + b[e] * v >= 0 for a
+   horizontal edge (which bounds the rows). */
 typedef struct {
     double a[3], b[3];  /* bound = a + b * v */
     int kind[3];        /* +1 lower bound, -1 upper bound, 0 none */
@@ -97,10 +98,8 @@ static int spans_of(const double *u, const double *v, Py_ssize_t rows, Spans *sp
     }
     if (bottom < 0 || top > (double)rows)  /* (also keeps the conversions in range) */
         return 0;
-    sp->i0 = top < 0 ? 0 : iceil(top - 1e-7);
-    sp->i1 = bottom > rows - 1 ? rows - 1 : ifloor(bottom + 1e-7);
-    sp->i0 = sp->i0 < 0 ? 0 : sp->i0;
-    sp->i1 = sp->i1 > rows - 1 ? rows - 1 : sp->i1;
+    sp->i0 = top < 0 ? 0 : iceil(top - 1e-7);  /* >= 0 */
+    sp->i1 = bottom > rows - 1 ? rows - 1 : ifloor(bottom + 1e-7);  /* <= rows - 1 */
     return sp->i0 <= sp->i1;
 }
 

@@ -108,9 +108,8 @@ def _kernels() -> str:
 
     if native.kernels is None:
         raise RuntimeError("not built (no C compiler or Python headers when the package was "
-                           "installed, or a stale build from other sources): the "
-                           "lips path's composition uses numpy, 1.5x slower (README: render "
-                           "speed); "
+                           "installed, or a stale build from other sources): the lips path's "
+                           "composition uses numpy, 1.5x slower (README: render speed); "
                            "install a C compiler and Python's headers (python3-dev) and run "
                            "`make install` again")
     return f"compiled ({Path(native.kernels.__file__ or '').name})"
